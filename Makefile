@@ -1,0 +1,33 @@
+# The two commands: `make up` (local stack with demo traffic) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: up test lint bench schemas clean
+
+up: $(STAMP)
+	$(BIN)/tracebus up --demo
+
+test: $(STAMP)
+	$(BIN)/ruff check tracebus tests benchmarks
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check tracebus tests benchmarks
+	$(BIN)/ruff format --check tracebus tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/producer_overhead.py
+
+schemas: $(STAMP)
+	$(BIN)/tracebus schemas export
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,29 @@
+"""Configuration shared by every component: constructor arguments first, then `TRACEBUS_*`."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """Where the broker is and what the topics are called."""
+
+    model_config = SettingsConfigDict(env_prefix="TRACEBUS_", extra="ignore")
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
+    )
+    events_topic: str = Field("tracebus.events", description="Topic apps send events to.")
+    traces_topic: str = Field("tracebus.traces", description="Topic of complete traces.")
+    dead_letter_topic: str = Field(
+        "tracebus.deadletter", description="Records that could not be processed, with reasons."
+    )
+    partitions: int = Field(8, ge=1, description="Partitions of each topic created by tracebus.")
+
+    def topic_partitions(self) -> dict[str, int]:
+        return {
+            self.events_topic: self.partitions,
+            self.traces_topic: self.partitions,
+            self.dead_letter_topic: 1,
+        }
