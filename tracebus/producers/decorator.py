@@ -67,16 +67,32 @@ def observe(
 
     def decorate(target: F) -> F:
         observed = _Observed(
-            target, name or target.__qualname__, kind, capture_input, capture_output, client
+            target, name or target.__name__, kind, capture_input, capture_output, client
         )
+        # Wrappers of the same flavour as the target, so frameworks that inspect it still see
+        # a coroutine / generator / async generator function.
+        wrapper: Any
         if inspect.isasyncgenfunction(target):
-            wrapper: Any = observed.async_generator
+
+            async def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+                async for item in observed.async_generator(args, kwargs):
+                    yield item
+
         elif inspect.iscoroutinefunction(target):
-            wrapper = observed.coroutine
+
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await observed.coroutine(args, kwargs)
+
         elif inspect.isgeneratorfunction(target):
-            wrapper = observed.generator
+
+            def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+                return (yield from observed.generator(args, kwargs))
+
         else:
-            wrapper = observed.function
+
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return observed.function(args, kwargs)
+
         return functools.wraps(target)(wrapper)  # type: ignore[return-value]
 
     return decorate(fn) if fn is not None else decorate
@@ -113,7 +129,7 @@ class _Observed:
         )
         return observation, capture_output
 
-    def function(self, *args: Any, **kwargs: Any) -> Any:
+    def function(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         observation, capture_output = self._open(args, kwargs)
         with observation:
             result = self.target(*args, **kwargs)
@@ -121,7 +137,7 @@ class _Observed:
                 observation.output = result
             return result
 
-    async def coroutine(self, *args: Any, **kwargs: Any) -> Any:
+    async def coroutine(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         observation, capture_output = self._open(args, kwargs)
         with observation:
             result = await self.target(*args, **kwargs)
@@ -129,7 +145,7 @@ class _Observed:
                 observation.output = result
             return result
 
-    def generator(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+    def generator(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
         observation, capture_output = self._open(args, kwargs)
         items: list[Any] = []
         token = current.set(observation)
@@ -162,7 +178,9 @@ class _Observed:
                 observation.output = items
             observation.end()
 
-    async def async_generator(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+    async def async_generator(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncIterator[Any]:
         observation, capture_output = self._open(args, kwargs)
         items: list[Any] = []
         token = current.set(observation)

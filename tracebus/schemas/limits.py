@@ -46,8 +46,12 @@ def serialize_event(
 ) -> bytes:
     """Serialise one event dict with orjson, cutting fields over the limits.
 
-    Each cut is recorded in the event's `truncated` list. Mutates `event` only when it cuts."""
-    data = orjson.dumps(event, default=default)
+    Each cut is recorded in the event's `truncated` list; a field that cannot be serialised at
+    all (a reference cycle, say) is replaced by a note saying why. Mutates `event` only then."""
+    try:
+        data = orjson.dumps(event, default=default)
+    except orjson.JSONEncodeError:
+        data = _replace_unserialisable(event, default)
     if len(data) <= limits.max_field_bytes:
         return data
     sizes = {
@@ -74,8 +78,32 @@ def serialize_event(
             overflow -= cut - _MARKER_ROOM
             if overflow <= 0:
                 break
-    if not budgets:
-        return data
+    if budgets:
+        data = _apply_truncation(event, sizes, budgets, default)
+    if len(data) > limits.max_event_bytes:
+        raise EventTooLarge(
+            f"event is {len(data)} bytes after truncating {sorted(budgets) or 'nothing'}; "
+            f"the limit is {limits.max_event_bytes} bytes"
+        )
+    return data
+
+
+def _replace_unserialisable(event: dict[str, Any], default: Callable[[Any], Any] | None) -> bytes:
+    for field in TRUNCATABLE_FIELDS:
+        try:
+            orjson.dumps(event.get(field), default=default)
+        except orjson.JSONEncodeError as error:
+            note = f"<not serialisable by tracebus: {error}>"
+            event[field] = {"tracebus.unserialisable": note} if field == "metadata" else note
+    return orjson.dumps(event, default=default)
+
+
+def _apply_truncation(
+    event: dict[str, Any],
+    sizes: dict[str, bytes],
+    budgets: dict[str, int],
+    default: Callable[[Any], Any] | None,
+) -> bytes:
     records = list(event.get("truncated") or [])
     for field, keep in budgets.items():
         raw = sizes[field]
@@ -84,10 +112,4 @@ def serialize_event(
             {"field": field, "original_bytes": len(raw), "kept_bytes": max(keep - _MARKER_ROOM, 0)}
         )
     event["truncated"] = records
-    data = orjson.dumps(event, default=default)
-    if len(data) > limits.max_event_bytes:
-        raise EventTooLarge(
-            f"event is {len(data)} bytes after truncating {sorted(budgets)}; "
-            f"the limit is {limits.max_event_bytes} bytes"
-        )
-    return data
+    return orjson.dumps(event, default=default)

@@ -1,0 +1,69 @@
+"""Shared fixtures: one real embedded broker per test session, fresh topics per test."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from tracebus.config import KafkaSettings
+from tracebus.kafka import EmbeddedBroker, create_topics
+from tracebus.kafka.broker import free_port
+from tracebus.schemas import EventBatch, decode_batch
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    embedded = EmbeddedBroker(port=free_port())
+    embedded.start()
+    yield embedded
+    embedded.stop()
+
+
+@pytest.fixture
+def kafka(broker: EmbeddedBroker) -> KafkaSettings:
+    """Settings pointing at the session broker, with topics of this test's own."""
+    suffix = uuid.uuid4().hex[:8]
+    settings = KafkaSettings(
+        bootstrap_servers=broker.bootstrap_servers,
+        events_topic=f"events-{suffix}",
+        traces_topic=f"traces-{suffix}",
+        dead_letter_topic=f"deadletter-{suffix}",
+        partitions=4,
+    )
+    asyncio.run(create_topics(settings.bootstrap_servers, settings.topic_partitions()))
+    return settings
+
+
+def read_batches(
+    settings: KafkaSettings,
+    until: Callable[[list[EventBatch]], bool],
+    timeout: float = 20.0,
+) -> list[EventBatch]:
+    """Consume the events topic from the start until `until(batches)` holds; fail at timeout."""
+
+    async def consume() -> list[EventBatch]:
+        consumer = AIOKafkaConsumer(
+            settings.events_topic,
+            bootstrap_servers=settings.bootstrap_servers,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        batches: list[EventBatch] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while not until(batches):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"condition not met within {timeout}s: {batches!r:.2000}")
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    batches.extend(decode_batch(record.value) for record in records)
+        finally:
+            await consumer.stop()
+        return batches
+
+    return asyncio.run(consume())
