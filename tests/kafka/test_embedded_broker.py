@@ -41,7 +41,7 @@ def test_a_missing_binary_is_reported_with_what_to_do(monkeypatch: pytest.Monkey
         EmbeddedBroker(port=free_port()).start()
 
 
-def test_a_broker_that_dies_during_start_up_is_reported_with_its_log(tmp_path) -> None:
+def test_a_broker_that_dies_during_start_up_is_reported_with_its_log(tmp_path: Path) -> None:
     failing = tmp_path / "tansu"
     failing.write_text("#!/bin/sh\necho 'storage engine unavailable' >&2\nexit 3\n")
     failing.chmod(0o755)
