@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 from conftest import read_batches
 
@@ -117,3 +118,16 @@ def test_buffered_events_are_flushed_when_the_interpreter_exits(kafka: KafkaSett
     """)
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     assert ended_names(read_batches(kafka, lambda b: bool(ended_names(b)))) == ["exiting"]
+
+
+def test_close_with_the_broker_down_returns_within_its_timeout_and_reports(
+    kafka: KafkaSettings,
+) -> None:
+    client = tracebus.Client(**settings_on_a_dead_port(kafka).model_dump(), linger_ms=5)
+    with client.trace("never-delivered"):
+        pass
+    started = time.monotonic()
+    assert client.close(timeout=1.0) is False
+    assert time.monotonic() - started < 5
+    counters = client.counters
+    assert counters.buffered == counters.accepted == 3 and counters.sent == 0

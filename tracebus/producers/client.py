@@ -86,7 +86,6 @@ class Client:
         self._lock = threading.Lock()
         self._reset_runtime()
         _clients.add(self)
-        atexit.register(self._close_at_exit)
 
     def _reset_runtime(self) -> None:
         self._buffer = EventBuffer(self.settings.buffer_max_bytes)
@@ -545,4 +544,10 @@ def _reinit_clients_in_child() -> None:
         client._after_fork_in_child()
 
 
+def _close_clients_at_exit() -> None:
+    for client in list(_clients):
+        client._close_at_exit()
+
+
 os.register_at_fork(after_in_child=_reinit_clients_in_child)
+atexit.register(_close_clients_at_exit)

@@ -37,6 +37,7 @@ class KafkaSender:
         self._on_round = on_round
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self._stop: asyncio.Event | None = None
         self._stopping = False
         self.sent_events = 0
         self.sent_records = 0
@@ -45,19 +46,25 @@ class KafkaSender:
         self.last_error: str | None = None
 
     def wake(self) -> None:
-        """Ask for a send round now instead of after the linger time; callable from any thread."""
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(wake.set)
+        """Skip the rest of the linger time; callable from any thread. A sender waiting to retry
+        after a failure keeps waiting, so a busy app cannot turn an outage into a retry storm."""
+        self._signal(self._wake)
 
     def stop(self) -> None:
         """Deliver what is buffered, then stop; callable from any thread."""
         self._stopping = True
-        self.wake()
+        self._signal(self._wake)
+        self._signal(self._stop)
+
+    def _signal(self, event: asyncio.Event | None) -> None:
+        loop = self._loop
+        if loop is not None and event is not None and not event.is_set() and not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
         producer: AIOKafkaProducer | None = None
         backoff = _FIRST_BACKOFF_S
         try:
@@ -69,7 +76,7 @@ class KafkaSender:
                         not self._stopping
                         and self._buffer.queued_bytes < self._settings.batch_max_bytes
                     ):
-                        await self._pause(self._settings.linger_ms / 1000)
+                        await self._pause(self._wake, self._settings.linger_ms / 1000)
                     entries = self._buffer.take(
                         self._settings.batch_max_bytes, self._settings.batch_max_events
                     )
@@ -81,18 +88,22 @@ class KafkaSender:
                         backoff = _FIRST_BACKOFF_S
                         continue
                 self._on_round()
-                await self._pause(backoff * random.uniform(0.5, 1.0))
+                if self._stopping:
+                    # close() already spent its flush budget waiting; what is left stays counted.
+                    return
+                await self._pause(self._stop, backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, self._settings.retry_backoff_max_s)
         finally:
             if producer is not None:
                 await producer.stop()
             self._on_round()
 
-    async def _pause(self, seconds: float) -> None:
-        assert self._wake is not None
+    async def _pause(self, until: asyncio.Event | None, seconds: float) -> None:
+        assert until is not None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        self._wake.clear()
+            await asyncio.wait_for(until.wait(), seconds)
+        if until is self._wake:
+            until.clear()
 
     async def _connect(self) -> AIOKafkaProducer | None:
         settings = self._settings
