@@ -45,8 +45,17 @@ def read_batches(
     timeout: float = 20.0,
 ) -> list[EventBatch]:
     """Consume the events topic from the start until `until(batches)` holds; fail at timeout."""
+    return [batch for _, batch in read_records(settings, until, timeout)]
 
-    async def consume() -> list[EventBatch]:
+
+def read_records(
+    settings: KafkaSettings,
+    until: Callable[[list[EventBatch]], bool],
+    timeout: float = 20.0,
+) -> list[tuple[bytes, EventBatch]]:
+    """Like `read_batches`, with each record's key."""
+
+    async def consume() -> list[tuple[bytes, EventBatch]]:
         consumer = AIOKafkaConsumer(
             settings.events_topic,
             bootstrap_servers=settings.bootstrap_servers,
@@ -54,16 +63,16 @@ def read_batches(
             enable_auto_commit=False,
         )
         await consumer.start()
-        batches: list[EventBatch] = []
+        received: list[tuple[bytes, EventBatch]] = []
         deadline = time.monotonic() + timeout
         try:
-            while not until(batches):
+            while not until([batch for _, batch in received]):
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"condition not met within {timeout}s: {batches!r:.2000}")
+                    raise AssertionError(f"condition not met within {timeout}s: {received!r:.2000}")
                 for records in (await consumer.getmany(timeout_ms=200)).values():
-                    batches.extend(decode_batch(record.value) for record in records)
+                    received.extend((r.key, decode_batch(r.value)) for r in records)
         finally:
             await consumer.stop()
-        return batches
+        return received
 
     return asyncio.run(consume())

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import read_batches
+from conftest import read_batches, read_records
 
 import tracebus
 from tracebus.config import KafkaSettings
@@ -283,3 +283,32 @@ def test_the_sender_can_run_on_the_apps_event_loop(kafka: KafkaSettings) -> None
     asyncio.run(main())
     assert client.counters.sent == 2
     read_batches(kafka, ended(1))
+
+
+def test_events_of_one_trace_travel_together_in_records_keyed_by_trace_id(
+    kafka: KafkaSettings,
+) -> None:
+    client = client_for(kafka, linger_ms=200)
+    with client.trace("batch", observation_id="00f067aa0ba902b7") as root:
+        for i in range(10):
+            client.event(f"step-{i}")
+    assert root.id == "00f067aa0ba902b7"
+    assert client.flush(10)
+    records = read_records(kafka, ended(11))
+    assert len(records) == 1
+    key, batch = records[0]
+    assert key == root.trace_id.encode() == batch.trace_id.encode()
+    assert len(batch.events) == 12  # ten events, the root and the trace attributes
+    client.close()
+
+
+def test_a_send_round_is_limited_by_event_count(kafka: KafkaSettings) -> None:
+    client = client_for(kafka, linger_ms=200, batch_max_events=4)
+    with client.trace("split"):
+        for i in range(10):
+            client.event(f"step-{i}")
+    assert client.flush(10)
+    records = read_records(kafka, ended(11))
+    assert max(len(batch.events) for _, batch in records) <= 4
+    assert sum(len(batch.events) for _, batch in records) == 12
+    client.close()
