@@ -28,26 +28,22 @@ def batch_validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(orjson.loads(json_schemas()["v1/event-batch.json"]))
 
 
+EVENT = {
+    "schema_version": 1,
+    "type": "observation",
+    "event_id": "e1",
+    "trace_id": TRACE,
+    "timestamp_unix_nano": 2,
+    "observation_id": "00f067aa0ba902b7",
+    "kind": "tool",
+    "name": "search",
+    "start_time_unix_nano": 1,
+    "input": {"q": "x"},
+}
+
+
 def test_the_batch_schema_accepts_what_the_models_accept() -> None:
-    batch = {
-        "schema_version": 1,
-        "trace_id": TRACE,
-        "events": [
-            {
-                "schema_version": 1,
-                "type": "observation",
-                "event_id": "e1",
-                "trace_id": TRACE,
-                "timestamp_unix_nano": 2,
-                "observation_id": "00f067aa0ba902b7",
-                "kind": "tool",
-                "name": "search",
-                "start_time_unix_nano": 1,
-                "input": {"q": "x"},
-            },
-        ],
-    }
-    batch_validator().validate(batch)
+    batch_validator().validate({"schema_version": 1, "trace_id": TRACE, "events": [EVENT]})
 
 
 @pytest.mark.parametrize(
@@ -60,19 +56,5 @@ def test_the_batch_schema_accepts_what_the_models_accept() -> None:
     ],
 )
 def test_the_batch_schema_rejects_what_the_models_reject(change: dict[str, object]) -> None:
-    event = {
-        "schema_version": 1,
-        "type": "observation",
-        "event_id": "e1",
-        "trace_id": TRACE,
-        "timestamp_unix_nano": 2,
-        "observation_id": "00f067aa0ba902b7",
-        "kind": "tool",
-        "name": "search",
-        "start_time_unix_nano": 1,
-        **change,
-    }
-    errors = list(
-        batch_validator().iter_errors({"schema_version": 1, "trace_id": TRACE, "events": [event]})
-    )
-    assert errors
+    batch = {"schema_version": 1, "trace_id": TRACE, "events": [{**EVENT, **change}]}
+    assert list(batch_validator().iter_errors(batch))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -14,6 +15,16 @@ if TYPE_CHECKING:
     from tracebus.producers.observation import Observation
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextlib.contextmanager
+def _as_current(observation: Observation) -> Iterator[None]:
+    """Make `observation` current for one step of a generator the wrapper drives."""
+    token = current.set(observation)
+    try:
+        yield
+    finally:
+        current.reset(token)
 
 
 def _arguments(signature: inspect.Signature) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:
@@ -148,23 +159,18 @@ class _Observed:
     def generator(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
         observation, capture_output = self._open(args, kwargs)
         items: list[Any] = []
-        token = current.set(observation)
-        try:
+        with _as_current(observation):
             inner = self.target(*args, **kwargs)
-        finally:
-            current.reset(token)
         try:
             sent = None
             while True:
-                token = current.set(observation)
                 try:
-                    item = inner.send(sent)
+                    with _as_current(observation):
+                        item = inner.send(sent)
                 except StopIteration as stop:
                     if capture_output:
                         observation.output = items if stop.value is None else stop.value
                     return stop.value
-                finally:
-                    current.reset(token)
                 if capture_output:
                     items.append(item)
                 sent = yield item
@@ -183,21 +189,16 @@ class _Observed:
     ) -> AsyncIterator[Any]:
         observation, capture_output = self._open(args, kwargs)
         items: list[Any] = []
-        token = current.set(observation)
-        try:
+        with _as_current(observation):
             inner = self.target(*args, **kwargs)
-        finally:
-            current.reset(token)
         try:
             sent = None
             while True:
-                token = current.set(observation)
                 try:
-                    item = await inner.asend(sent)
+                    with _as_current(observation):
+                        item = await inner.asend(sent)
                 except StopAsyncIteration:
                     return
-                finally:
-                    current.reset(token)
                 if capture_output:
                     items.append(item)
                 sent = yield item
