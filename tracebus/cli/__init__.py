@@ -1,0 +1,1 @@
+"""The `tracebus` command line (typer); the entry point is `tracebus.cli.main:app`."""

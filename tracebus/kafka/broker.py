@@ -74,6 +74,7 @@ class EmbeddedBroker:
         self.topics = dict(topics or {})
         self._binary = binary
         self._log_path = log_path
+        self._owns_log = log_path is None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -140,14 +141,16 @@ class EmbeddedBroker:
 
     def stop(self, timeout: float = 10.0) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout)
+        if self._owns_log and self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)
+            self._log_path = None
 
     def wait(self) -> int:
         """Block until the broker process exits; returns its exit code."""

@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 @dataclass(frozen=True)
 class TopicInfo:
     name: str
-    partitions: int
+    partitions: int | None  # None: the topic does not exist
     error: str | None = None
 
 
@@ -74,16 +74,25 @@ async def create_topics(bootstrap_servers: str, partitions: dict[str, int]) -> l
 
 
 async def describe_topics(bootstrap_servers: str, names: list[str]) -> list[TopicInfo]:
+    """Partition count and status of each topic, in the order given; missing ones included."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     try:
         await admin.start()
-        described = await admin.describe_topics(names)
+        # List first: a metadata request naming a missing topic makes brokers with
+        # auto-creation on (tansu, Kafka's default) create it, which would hide that it was missing.
+        existing = set(await admin.list_topics())
+        present = [name for name in names if name in existing]
+        described = {t["topic"]: t for t in await admin.describe_topics(present)} if present else {}
     except KafkaConnectionError as error:
         raise ConnectionError(f"cannot reach Kafka at {bootstrap_servers}: {error}") from None
     finally:
         await admin.close()
     infos = []
-    for topic in described:
-        error = None if topic["error_code"] == 0 else f"error code {topic['error_code']}"
-        infos.append(TopicInfo(topic["topic"], len(topic["partitions"]), error))
+    for name in names:
+        topic = described.get(name)
+        if topic is None:
+            infos.append(TopicInfo(name, None))
+        else:
+            error = None if topic["error_code"] == 0 else f"error code {topic['error_code']}"
+            infos.append(TopicInfo(name, len(topic["partitions"]), error))
     return infos

@@ -1,0 +1,86 @@
+"""The `tracebus` command line: `tracebus --help` lists the commands with examples."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
+
+import typer
+
+from tracebus.cli import schemas, topics
+from tracebus.cli.broker import broker
+from tracebus.cli.common import EXIT_CODES_HELP, LogLevel, configure_logging, console
+from tracebus.cli.demo import demo
+from tracebus.cli.up import up
+
+app = typer.Typer(
+    name="tracebus",
+    help="tracebus: asynchronous, lossless tracing from LLM apps to Langfuse and LangSmith, "
+    "over Kafka.\n\n"
+    "Start here: [cyan]tracebus up --demo[/cyan] runs a local broker and sends demo traffic.\n\n"
+    "\b\n"
+    "[b]Examples[/b]\n"
+    "  tracebus up --demo                     local broker + demo traffic\n"
+    "  tracebus broker --port 19092           only the broker, with the topics\n"
+    "  tracebus topics create -b kafka:9092   create the topics on your Kafka\n"
+    "  tracebus topics describe               partitions and status of each topic\n"
+    "  tracebus demo --traces 500 --rate 100  demo traffic to a running broker\n"
+    "  tracebus schemas export --out schemas  JSON Schema files for other languages\n"
+    "  tracebus schemas check --dir schemas   exit 1 if those files are stale\n\n"
+    "[b]tracebus COMMAND --help[/b] shows each command's options and examples.",
+    epilog=EXIT_CODES_HELP,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            console.print(f"tracebus {version('tracebus')}")
+        except PackageNotFoundError:
+            console.print("tracebus (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    log_level: Annotated[
+        LogLevel,
+        typer.Option(
+            "--log-level",
+            envvar="TRACEBUS_LOG_LEVEL",
+            case_sensitive=False,
+            help="Log verbosity; logs go to stderr, one line per record.",
+        ),
+    ] = LogLevel.WARNING,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    configure_logging(log_level)
+
+
+app.command(
+    "up",
+    epilog="Examples: [cyan]tracebus up --demo[/cyan] · "
+    "[cyan]tracebus up --demo --rate 100 --port 19092[/cyan] · "
+    "[cyan]tracebus up --demo --duration 30[/cyan]",
+)(up)
+app.command(
+    "broker",
+    epilog="Example: [cyan]tracebus broker --port 19092 --partitions 4[/cyan] "
+    "(then TRACEBUS_BOOTSTRAP_SERVERS=127.0.0.1:19092 in your app)",
+)(broker)
+app.add_typer(topics.app, name="topics")
+app.add_typer(schemas.app, name="schemas")
+app.command(
+    "demo",
+    epilog="Example: [cyan]tracebus demo --traces 500 --rate 100 -b 127.0.0.1:9092[/cyan]",
+)(demo)
