@@ -42,7 +42,9 @@ log = logging.getLogger("tracebus.producer")
 
 Redactor = Callable[[dict[str, Any]], dict[str, Any] | None]
 # Buffer size charged for an open observation until the sender snapshots it.
-_OPEN_OBSERVATION_BYTES = 512
+_OPEN_OBSERVATION_BYTES = 128
+# `parent` value that starts a new trace even inside an open observation.
+_NEW_TRACE: Any = object()
 _SCORE_TYPES = {bool: "BOOLEAN", str: "CATEGORICAL", int: "NUMERIC", float: "NUMERIC"}
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
@@ -121,7 +123,9 @@ class Client:
         if kind not in KINDS:
             self._report_invalid(f"kind {kind!r} is not one of {sorted(KINDS)}; using 'span'")
             kind = "span"
-        if parent is None and trace_id is None and traceparent is None:
+        if parent is _NEW_TRACE:
+            parent = None
+        elif parent is None and trace_id is None and traceparent is None:
             parent = current.get()
         parent_id: str | None = None
         if parent is not None:
@@ -167,10 +171,8 @@ class Client:
         **fields: Any,
     ) -> Observation:
         """Start a new trace whose root observation is returned; trace attributes given here."""
-        if trace_id is None and traceparent is None:
-            trace_id = new_trace_id()
         root = self.start_observation(
-            name, kind, trace_id=trace_id, traceparent=traceparent, **fields
+            name, kind, parent=_NEW_TRACE, trace_id=trace_id, traceparent=traceparent, **fields
         )
         root.update_trace(
             name=name,

@@ -23,7 +23,11 @@ class ProducerSettings(KafkaSettings):
         description="Events wait in memory up to this size while Kafka is slow or down; "
         "beyond it the oldest are dropped and counted.",
     )
-    batch_max_bytes: int = Field(1024 * 1024, ge=1024, description="Bytes sent per send round.")
+    batch_max_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Bytes taken per send round; larger rounds pack more events per record.",
+    )
     batch_max_events: int = Field(20_000, ge=1, description="Events sent per send round.")
     linger_ms: float = Field(
         20.0, ge=0, description="How long events wait for more of their trace before sending."
