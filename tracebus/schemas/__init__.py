@@ -32,24 +32,34 @@ from tracebus.schemas.models import (
     TraceEvent,
     Usage,
 )
+from tracebus.schemas.traces import (
+    Completion,
+    CostSource,
+    ObservationFlag,
+    TraceDocument,
+)
 from tracebus.schemas.usage import normalize_usage
 
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
     "SCHEMA_VERSION",
     "AnyEvent",
+    "Completion",
     "Cost",
+    "CostSource",
     "EventBatch",
     "EventTooLarge",
     "Level",
     "Limits",
     "ObservationEvent",
+    "ObservationFlag",
     "ObservationKind",
     "Problem",
     "SchemaError",
     "ScoreDataType",
     "ScoreEvent",
     "ScoreSource",
+    "TraceDocument",
     "TraceEvent",
     "TraceParent",
     "Usage",

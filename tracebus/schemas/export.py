@@ -5,8 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+from pydantic import BaseModel
 
-from tracebus.schemas.models import SCHEMA_VERSION, event_models
+from tracebus.schemas.models import (
+    SCHEMA_VERSION,
+    EventBatch,
+    ObservationEvent,
+    ScoreEvent,
+    TraceEvent,
+)
+from tracebus.schemas.traces import TraceDocument
+
+EXPORTED: dict[str, type[BaseModel]] = {
+    "event-batch": EventBatch,
+    "trace-event": TraceEvent,
+    "observation-event": ObservationEvent,
+    "score-event": ScoreEvent,
+    "trace-document": TraceDocument,
+}
 
 SCHEMA_ID_BASE = "https://tracebus.dev/schemas"
 
@@ -14,7 +30,7 @@ SCHEMA_ID_BASE = "https://tracebus.dev/schemas"
 def json_schemas() -> dict[str, bytes]:
     """File name → JSON Schema document, for every exported model."""
     documents = {}
-    for stem, model in event_models().items():
+    for stem, model in EXPORTED.items():
         schema = model.model_json_schema(mode="validation")
         schema = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",

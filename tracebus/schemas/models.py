@@ -267,14 +267,4 @@ class EventBatch(_Strict):
         return self
 
 
-def event_models() -> dict[str, type[BaseModel]]:
-    """The exported models by schema file stem."""
-    return {
-        "event-batch": EventBatch,
-        "trace-event": TraceEvent,
-        "observation-event": ObservationEvent,
-        "score-event": ScoreEvent,
-    }
-
-
 AnyEvent = TraceEvent | ObservationEvent | ScoreEvent
