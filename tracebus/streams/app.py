@@ -1,0 +1,360 @@
+"""The Faust stream worker: events → per-trace state (changelog-backed table) → trace documents.
+
+Publication protocol, so that a crash never loses a trace and never publishes the same revision
+twice: the agent marks a trace `publishing` (revision r) in the table and queues its documents;
+the publisher flushes the producer (the mark is then in the changelog), sends the documents,
+and on acknowledgement sends a `published` control record through the trace's own partition,
+which the agent applies. A worker that finds a trace still `publishing` after recovery cannot
+know whether revision r went out, so it publishes r + 1. Time-based decisions (grace, idle
+timeout, late window, memory bound) travel the same way as `close` control records, because
+Faust only lets an agent processing that partition modify a table key."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import orjson
+from faust.types import EventT
+
+from tracebus.schemas import Completion, SchemaError, decode_batch
+from tracebus.streams.assembly import (
+    OPEN,
+    PUBLISHED,
+    PUBLISHING,
+    Enrichment,
+    Pricing,
+    TraceState,
+    apply_batch,
+    build_documents,
+    deadline,
+    mark_published,
+    too_big,
+)
+from tracebus.streams.index import DeadlineIndex
+from tracebus.streams.metrics import StreamMetrics
+from tracebus.streams.settings import StreamSettings
+
+log = logging.getLogger("tracebus.stream")
+CONTROL_HEADER = "tracebus-control"
+REASON_HEADER = "tracebus-reason"
+_NS = 1_000_000_000
+_PUBLISH_RETRY_S = 1.0
+
+
+@dataclass
+class Publication:
+    trace_id: str
+    partition: int
+    revision: int
+    documents: list[bytes]
+    final: bool
+
+
+class StreamWorker:
+    """Builds the Faust app, its topics, table, agent and background tasks."""
+
+    def __init__(
+        self, settings: StreamSettings, pricing: Pricing, metrics: StreamMetrics | None = None
+    ) -> None:
+        self.settings = settings
+        self.pricing = pricing
+        self.metrics = metrics or StreamMetrics()
+        self.index = DeadlineIndex()
+        self._queue: list[Publication] = []
+        self._queued = asyncio.Event()
+        self.app = self._build_app()
+
+    def _build_app(self) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            s.app_id,
+            broker=[f"kafka://{server}" for server in s.bootstrap_servers.split(",")],
+            store="memory://" if s.store == "memory" else "rocksdb://",
+            datadir=str(s.data_dir),
+            web_enabled=False,
+            topic_partitions=s.partitions,
+            table_standby_replicas=0,
+            consumer_auto_offset_reset="earliest",
+            # The embedded broker needs short group timeouts, or joins take a minute.
+            broker_session_timeout=10,
+            broker_rebalance_timeout=10,
+            broker_heartbeat_interval=1,
+            # Table writes are one changelog message each: lingering batches them (2.5× faster).
+            producer_linger=0.05,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
+        self.events_topic = app.topic(s.events_topic, partitions=s.partitions, **raw)
+        self.traces_topic = app.topic(s.traces_topic, partitions=s.partitions, **raw)
+        self.dead_letter_topic = app.topic(s.dead_letter_topic, partitions=1, **raw)
+        self.table = app.Table("traces", default=None, partitions=s.partitions, **raw)
+        self.table.on_recover(self._rebuild_index)
+        app.agent(self.events_topic, name="assemble")(self._assemble)
+        app.timer(s.tick_s)(self._tick)
+        app.task(self._publisher)
+        return app
+
+    # -- the agent ----------------------------------------------------------------------------
+
+    async def _assemble(self, stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            try:
+                await self._handle(event)
+            except Exception as error:  # a bug must not stop the partition: dead-letter it
+                log.exception("record failed; dead-lettering it")
+                await self._dead_letter(event, f"internal error: {error!r}", "internal")
+
+    async def _handle(self, event: EventT) -> None:
+        message = event.message
+        headers = dict(message.headers or ())
+        control = headers.get(CONTROL_HEADER)
+        if control is not None:
+            await self._control(event, control.decode(), orjson.loads(message.value))
+            return
+        self.metrics.records.inc()
+        try:
+            batch = decode_batch(message.value, self.settings.max_record_bytes)
+        except SchemaError as error:
+            await self._dead_letter(event, str(error), "invalid")
+            return
+        key = batch.trace_id.encode()
+        now = time.time_ns()
+        state = self._load(key) or TraceState(batch.trace_id, message.partition)
+        result = apply_batch(state, batch, len(message.value), now)
+        self.metrics.events.inc(result.applied)
+        self.metrics.duplicates.inc(result.duplicates)
+        self.metrics.late_events.inc(result.late)
+        if state.status == OPEN and too_big(
+            state, self.settings.max_observations, self.settings.max_trace_bytes
+        ):
+            self._start_publishing(state, Completion.MAX_SIZE, final=False, now=now)
+        self._store(key, state)
+
+    async def _control(self, event: EventT, command: str, body: dict[str, Any]) -> None:
+        key = event.message.key
+        state = self._load(key)
+        if state is None:
+            return
+        now = time.time_ns()
+        if command == "published":
+            if state.status == PUBLISHING and state.revision == body["revision"]:
+                changed = state.status_since_ns < state.last_event_ns
+                mark_published(state, now, final=body["final"])
+                if changed and body["final"]:
+                    state.status = OPEN  # events arrived while publishing: a new revision
+                self._store(key, state)
+            return
+        reason = body["reason"]
+        if state.status == PUBLISHED:
+            if reason == "forget" and now >= state.status_since_ns + self._late_ns:
+                self.table.pop(key, None)
+                self.index.discard(state.trace_id)
+                return
+        elif state.status == PUBLISHING:
+            # Only after a crash or rebalance: whether this revision went out is unknown.
+            self._start_publishing(
+                state, state.completed_by or reason, final=True, now=now, republish=True
+            )
+        elif reason == "evicted" or now >= self._deadline(state)[0]:
+            if reason == "evicted":
+                self.metrics.evictions.inc()
+            self._start_publishing(state, reason, final=True, now=now)
+        self._store(key, state)
+
+    def _start_publishing(
+        self,
+        state: TraceState,
+        completed_by: str,
+        final: bool,
+        now: int,
+        republish: bool = False,
+    ) -> None:
+        """Mark the trace `publishing` and queue its documents; parts of a trace split for size
+        share one revision, a republication after a crash gets a new one."""
+        if republish:
+            state.parts_published = 0
+        if state.parts_published == 0:
+            state.revision += 1
+        enrichment = Enrichment()
+        documents = build_documents(
+            state,
+            completed_by,
+            self.pricing,
+            now,
+            self.settings.max_observations,
+            final,
+            enrichment,
+        )
+        self.metrics.unpriced.inc(enrichment.unpriced_generations)
+        if not final:
+            state.parts_published += len(documents)
+        state.status = PUBLISHING
+        state.completed_by = completed_by
+        state.status_since_ns = now
+        self._queue.append(
+            Publication(
+                state.trace_id,
+                state.partition,
+                state.revision,
+                [d.model_dump_json(exclude_none=True).encode() for d in documents],
+                final,
+            )
+        )
+        self._queued.set()
+
+    async def _dead_letter(self, event: EventT, reason: str, kind: str) -> None:
+        message = event.message
+        self.metrics.dead_letters.labels(kind).inc()
+        log.warning(
+            "dead letter from %s[%d]@%d: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            reason[:500],
+        )
+        await (
+            await self.dead_letter_topic.send(
+                key=message.key,
+                value=message.value,
+                headers=[
+                    (REASON_HEADER, reason.encode()),
+                    (
+                        "tracebus-source",
+                        f"{message.topic}/{message.partition}/{message.offset}".encode(),
+                    ),
+                    ("tracebus-stage", b"stream"),
+                ],
+            )
+        )
+
+    # -- state ----------------------------------------------------------------------------------
+
+    @property
+    def _late_ns(self) -> int:
+        return int(self.settings.late_window_s * _NS)
+
+    def _deadline(self, state: TraceState) -> tuple[int, str]:
+        s = self.settings
+        return deadline(state, int(s.grace_s * _NS), int(s.idle_timeout_s * _NS), self._late_ns)
+
+    def _load(self, key: bytes) -> TraceState | None:
+        raw = self.table.get(key)
+        return TraceState.loads(raw) if raw else None
+
+    def _store(self, key: bytes, state: TraceState) -> None:
+        self.table[key] = state.dumps()
+        self._track(state)
+
+    def _track(self, state: TraceState) -> None:
+        if state.status == PUBLISHING:
+            self.index.discard(state.trace_id)
+        else:
+            due, reason = self._deadline(state)
+            size = state.size if state.status == OPEN else 0
+            self.index.set(state.trace_id, due, reason, state.partition, size, state.first_event_ns)
+        self.metrics.open_traces.set(len(self.index))
+        self.metrics.open_bytes.set(self.index.open_bytes)
+
+    async def _rebuild_index(self) -> None:
+        """After recovery: the deadlines of every trace in the partitions now assigned here."""
+        active = {
+            tp.partition
+            for tp in self.app.assignor.assigned_actives()
+            if tp.topic == self.settings.events_topic
+        }
+        self.index.clear()
+        recovered = 0
+        for raw in list(self.table.values()):
+            state = TraceState.loads(raw)
+            if state.partition not in active:
+                continue
+            recovered += 1
+            if state.status == PUBLISHING:
+                self.index.set(
+                    state.trace_id,
+                    0,
+                    state.completed_by or "republish",
+                    state.partition,
+                    0,
+                    state.first_event_ns,
+                )
+            else:
+                self._track(state)
+        log.info("recovered %d traces in partitions %s", recovered, sorted(active))
+
+    # -- time-based decisions and publication ---------------------------------------------------
+
+    async def _tick(self) -> None:
+        now = time.time_ns()
+        due = self.index.pop_due(now)
+        s = self.settings
+        while len(self.index) > s.max_open_traces or self.index.open_bytes > s.max_open_bytes:
+            oldest = self.index.pop_oldest()
+            if oldest is None:
+                break
+            due.append(oldest)
+        for item in due:
+            await self._send_control(
+                item.trace_id, item.partition, "close", {"reason": item.reason}
+            )
+
+    async def _send_control(
+        self, trace_id: str, partition: int, command: str, body: dict[str, Any]
+    ) -> Any:
+        return await self.events_topic.send(
+            key=trace_id.encode(),
+            value=orjson.dumps(body),
+            partition=partition,
+            headers=[(CONTROL_HEADER, command.encode())],
+        )
+
+    async def _publisher(self) -> None:
+        while True:
+            await self._queued.wait()
+            self._queued.clear()
+            batch, self._queue = self._queue, []
+            try:
+                with self.metrics.publish_seconds.time():
+                    await self._publish(batch)
+            except Exception as error:
+                log.warning("publishing %d traces failed, retrying: %r", len(batch), error)
+                self._queue[:0] = batch
+                await asyncio.sleep(_PUBLISH_RETRY_S)
+                self._queued.set()
+
+    async def _publish(self, batch: list[Publication]) -> None:
+        # The `publishing` marks must be in the changelog before any document leaves.
+        await self.app.producer.flush()
+        sent = []
+        for publication in batch:
+            for document in publication.documents:
+                sent.append(
+                    await self.traces_topic.send(key=publication.trace_id.encode(), value=document)
+                )
+        await asyncio.gather(*sent)
+        for publication in batch:
+            self.metrics.published.labels("final" if publication.final else "part").inc(
+                len(publication.documents)
+            )
+            await self._send_control(
+                publication.trace_id,
+                publication.partition,
+                "published",
+                {"revision": publication.revision, "final": publication.final},
+            )
+
+
+def run_worker(worker: StreamWorker, loglevel: str = "info") -> None:
+    """Run until SIGTERM/SIGINT; exits the process like `faust worker` does."""
+    faust_worker = faust.Worker(worker.app, loglevel=loglevel, quiet=True)
+    # Faust's spinner sets the root logger to DEBUG, which costs ~9% CPU in log records.
+    faust_worker.spinner = None
+    with contextlib.suppress(SystemExit):
+        faust_worker.execute_from_commandline()

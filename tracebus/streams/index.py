@@ -1,0 +1,70 @@
+"""The worker's in-memory view of which traces need attention when, and how much is open."""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    trace_id: str
+    partition: int
+    reason: str
+
+
+class DeadlineIndex:
+    """Deadlines of the traces this worker owns, with the size of the open ones.
+
+    A heap with lazy deletion: replacing a deadline leaves the old heap entry behind, ignored
+    when it surfaces, so updates stay O(log n)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, str]] = []
+        self._entries: dict[str, tuple[int, int, int, str, int, int]] = {}
+        self._sequence = 0
+        self.open_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, trace_id: str) -> bool:
+        return trace_id in self._entries
+
+    def set(
+        self, trace_id: str, due_ns: int, reason: str, partition: int, size: int, first_ns: int
+    ) -> None:
+        self.discard(trace_id)
+        self._sequence += 1
+        self._entries[trace_id] = (due_ns, self._sequence, partition, reason, size, first_ns)
+        self.open_bytes += size
+        heapq.heappush(self._heap, (due_ns, self._sequence, trace_id))
+
+    def discard(self, trace_id: str) -> None:
+        entry = self._entries.pop(trace_id, None)
+        if entry is not None:
+            self.open_bytes -= entry[4]
+
+    def pop_due(self, now_ns: int) -> list[Due]:
+        due = []
+        while self._heap and self._heap[0][0] <= now_ns:
+            _, sequence, trace_id = heapq.heappop(self._heap)
+            entry = self._entries.get(trace_id)
+            if entry is not None and entry[1] == sequence:
+                self.discard(trace_id)
+                due.append(Due(trace_id, entry[2], entry[3]))
+        return due
+
+    def pop_oldest(self) -> Due | None:
+        """The open trace that started first: what the overflow policy publishes early."""
+        if not self._entries:
+            return None
+        trace_id = min(self._entries, key=lambda t: self._entries[t][5])
+        entry = self._entries[trace_id]
+        self.discard(trace_id)
+        return Due(trace_id, entry[2], "evicted")
+
+    def clear(self) -> None:
+        self._heap.clear()
+        self._entries.clear()
+        self.open_bytes = 0
