@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from tracebus.config import KafkaSettings
 from tracebus.kafka import EmbeddedBroker, create_topics
@@ -39,13 +39,35 @@ def kafka(broker: EmbeddedBroker) -> KafkaSettings:
     return settings
 
 
-def read_batches(
-    settings: KafkaSettings,
-    until: Callable[[list[EventBatch]], bool],
+def consume(
+    bootstrap_servers: str,
+    topic: str,
+    until: Callable[[list[ConsumerRecord]], bool],
     timeout: float = 20.0,
-) -> list[EventBatch]:
-    """Consume the events topic from the start until `until(batches)` holds; fail at timeout."""
-    return [batch for _, batch in read_records(settings, until, timeout)]
+) -> list[ConsumerRecord]:
+    """Read `topic` from the start until `until(records)` holds; fail at the timeout."""
+
+    async def read() -> list[ConsumerRecord]:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap_servers,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        records: list[ConsumerRecord] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while not until(records):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"condition not met within {timeout}s: {records!r:.2000}")
+                for partition_records in (await consumer.getmany(timeout_ms=200)).values():
+                    records.extend(partition_records)
+        finally:
+            await consumer.stop()
+        return records
+
+    return asyncio.run(read())
 
 
 def read_records(
@@ -53,26 +75,22 @@ def read_records(
     until: Callable[[list[EventBatch]], bool],
     timeout: float = 20.0,
 ) -> list[tuple[bytes, EventBatch]]:
-    """Like `read_batches`, with each record's key."""
+    """Event batches of the events topic, with their keys, until `until(batches)` holds."""
+    decoded: dict[int, EventBatch] = {}
 
-    async def consume() -> list[tuple[bytes, EventBatch]]:
-        consumer = AIOKafkaConsumer(
-            settings.events_topic,
-            bootstrap_servers=settings.bootstrap_servers,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-        )
-        await consumer.start()
-        received: list[tuple[bytes, EventBatch]] = []
-        deadline = time.monotonic() + timeout
-        try:
-            while not until([batch for _, batch in received]):
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"condition not met within {timeout}s: {received!r:.2000}")
-                for records in (await consumer.getmany(timeout_ms=200)).values():
-                    received.extend((r.key, decode_batch(r.value)) for r in records)
-        finally:
-            await consumer.stop()
-        return received
+    def batches(records: list[ConsumerRecord]) -> list[EventBatch]:
+        return [decoded.setdefault(id(r), decode_batch(r.value)) for r in records]
 
-    return asyncio.run(consume())
+    records = consume(
+        settings.bootstrap_servers, settings.events_topic, lambda r: until(batches(r)), timeout
+    )
+    return [(record.key, batch) for record, batch in zip(records, batches(records), strict=True)]
+
+
+def read_batches(
+    settings: KafkaSettings,
+    until: Callable[[list[EventBatch]], bool],
+    timeout: float = 20.0,
+) -> list[EventBatch]:
+    """Consume the events topic from the start until `until(batches)` holds; fail at timeout."""
+    return [batch for _, batch in read_records(settings, until, timeout)]

@@ -115,7 +115,7 @@ class TraceDocument(_Strict):
     revision: int = Field(ge=1, description="Increases when late observations re-publish.")
     part: int = Field(1, ge=1)
     parts: int | None = Field(
-        1, ge=1, description="Number of parts; null on parts published before the last is known."
+        None, ge=1, description="Number of parts; null on parts published before it was known."
     )
     completed_by: Completion
     published_at_unix_nano: UnixNano

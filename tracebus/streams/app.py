@@ -33,6 +33,7 @@ from tracebus.streams.assembly import (
     apply_batch,
     build_documents,
     deadline,
+    looks_complete,
     mark_published,
     too_big,
 )
@@ -134,7 +135,9 @@ class StreamWorker:
         if state.status == OPEN and too_big(
             state, self.settings.max_observations, self.settings.max_trace_bytes
         ):
-            self._start_publishing(state, Completion.MAX_SIZE, final=False, now=now)
+            # A finished trace goes out whole in parts; a running one sends what has ended.
+            final = looks_complete(state)
+            self._start_publishing(state, Completion.MAX_SIZE, final=final, now=now)
         self._store(key, state)
 
     async def _control(self, event: EventT, command: str, body: dict[str, Any]) -> None:
@@ -180,8 +183,7 @@ class StreamWorker:
         share one revision, a republication after a crash gets a new one."""
         if republish:
             state.parts_published = 0
-        if state.parts_published == 0:
-            state.revision += 1
+        new_revision = state.parts_published == 0
         enrichment = Enrichment()
         documents = build_documents(
             state,
@@ -191,8 +193,15 @@ class StreamWorker:
             self.settings.max_observations,
             final,
             enrichment,
+            revision=state.revision + new_revision,
         )
+        if not documents:
+            return  # a size split with nothing ended yet: keep collecting
+        state.revision += new_revision
         self.metrics.unpriced.inc(enrichment.unpriced_generations)
+        # What this revision contains: observations missing from it are late in the next one.
+        ids = [o.observation_id for d in documents for o in d.observations]
+        state.published_ids = ids if final else [*state.published_ids, *ids]
         if not final:
             state.parts_published += len(documents)
         state.status = PUBLISHING

@@ -175,6 +175,7 @@ def build_documents(
     max_observations: int,
     final: bool = True,
     enrichment: Enrichment | None = None,
+    revision: int | None = None,
 ) -> list[TraceDocument]:
     """The trace as documents of at most `max_observations` each (parents before children).
 
@@ -182,12 +183,21 @@ def build_documents(
     from those already published and the total is left open."""
     enrichment = enrichment or Enrichment()
     trace_end = _trace_end(state)
-    present = set(state.observations)
-    known = present | set(state.moved_out)
+    # Where every observation sits in the tree, for parts whose ancestors are elsewhere.
+    placement = {
+        observation_id: (o.get("parent_observation_id"), o["start_time_unix_nano"])
+        for observation_id, o in state.observations.items()
+    }
+    placement.update({k: (v[0], v[1]) for k, v in state.moved_out.items()})  # type: ignore[misc]
     previously_published = set(state.published_ids)
+    # A size split while running publishes what has ended; open observations wait.
+    candidates = [o for o in state.observations.values() if final or "end_time_unix_nano" in o]
+    if not candidates and not final:
+        return []
+    revision = state.revision if revision is None else revision
     observations = [
-        _enrich(raw, known, previously_published, trace_end, pricing, enrichment, state.revision)
-        for raw in _parents_first(state.observations.values())
+        _enrich(raw, placement, previously_published, trace_end, pricing, enrichment, revision)
+        for raw in _parents_first(candidates)
     ]
     summary = _summarize(observations)
     root = next((o.observation_id for o in observations if o.parent_observation_id is None), None)
@@ -197,14 +207,13 @@ def build_documents(
     ]
     first_part = state.parts_published + 1
     total = state.parts_published + len(chunks) if final else None
-    starts = {o.observation_id: o for o in observations}
     documents = []
     for offset, chunk in enumerate(chunks):
         documents.append(
             TraceDocument(
                 schema_version=1,
                 trace_id=state.trace_id,
-                revision=state.revision,
+                revision=revision,
                 part=first_part + offset,
                 parts=total,
                 completed_by=completed_by,
@@ -212,7 +221,7 @@ def build_documents(
                 trace=_attributes(state.trace),
                 root_observation_id=root,
                 observations=chunk,
-                ancestors=_ancestors(chunk, starts, state.moved_out),
+                ancestors=_ancestors(chunk, placement),
                 scores=[ScoreEvent.model_validate(s) for s in state.scores.values()]
                 if offset == 0
                 else [],
@@ -255,7 +264,7 @@ def _parents_first(observations: Iterable[dict[str, Any]]) -> list[dict[str, Any
 
 def _enrich(
     raw: dict[str, Any],
-    known: set[str],
+    known: dict[str, tuple[str | None, int]],
     previously_published: set[str],
     trace_end: int,
     pricing: Pricing,
@@ -338,9 +347,7 @@ def _attributes(trace: dict[str, Any]) -> TraceAttributes:
 
 
 def _ancestors(
-    chunk: list[Observation],
-    everything: dict[str, Observation],
-    moved_out: dict[str, list[int | str | None]],
+    chunk: list[Observation], placement: dict[str, tuple[str | None, int]]
 ) -> list[ObservationRef]:
     """Ancestors of the chunk's observations that are not in the chunk itself."""
     inside = {o.observation_id for o in chunk}
@@ -348,23 +355,15 @@ def _ancestors(
     for o in chunk:
         parent = o.parent_observation_id
         while parent is not None and parent not in inside and parent not in refs:
-            if parent in everything:
-                node = everything[parent]
-                refs[parent] = ObservationRef(
-                    observation_id=parent,
-                    parent_observation_id=node.parent_observation_id,
-                    start_time_unix_nano=node.start_time_unix_nano,
-                )
-            elif parent in moved_out:
-                grandparent, start = moved_out[parent]
-                refs[parent] = ObservationRef(
-                    observation_id=parent,
-                    parent_observation_id=grandparent,  # type: ignore[arg-type]
-                    start_time_unix_nano=start,  # type: ignore[arg-type]
-                )
-            else:
+            if parent not in placement:
                 break
-            parent = refs[parent].parent_observation_id
+            grandparent, start = placement[parent]
+            refs[parent] = ObservationRef(
+                observation_id=parent,
+                parent_observation_id=grandparent,
+                start_time_unix_nano=start,
+            )
+            parent = grandparent
     return list(refs.values())
 
 
@@ -372,19 +371,17 @@ def mark_published(state: TraceState, now_ns: int, final: bool) -> None:
     """After the documents were acknowledged: forget or shrink the state accordingly."""
     if final:
         state.status = PUBLISHED
-        state.published_ids = list(state.observations)
         state.parts_published = 0
     else:
-        # A size split while the trace is still running: keep only what children may need.
-        for observation_id, o in state.observations.items():
-            if "end_time_unix_nano" in o:
-                state.moved_out[observation_id] = [
-                    o.get("parent_observation_id"),
-                    o["start_time_unix_nano"],
-                ]
-        state.observations = {
-            k: v for k, v in state.observations.items() if "end_time_unix_nano" not in v
-        }
+        # A size split while the trace is still running: what the parts carried leaves the
+        # state, keeping only where it sat in the tree for the children still to come.
+        published = set(state.published_ids)
+        for observation_id in published.intersection(state.observations):
+            o = state.observations.pop(observation_id)
+            state.moved_out[observation_id] = [
+                o.get("parent_observation_id"),
+                o["start_time_unix_nano"],
+            ]
         state.size = len(orjson.dumps(state.observations))
         state.status = OPEN
     state.status_since_ns = now_ns

@@ -1,0 +1,114 @@
+"""Real stream worker processes for the tests, and readers of what they publish."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+from conftest import consume
+
+from tracebus.config import KafkaSettings
+from tracebus.kafka import create_topics
+from tracebus.schemas import TraceDocument
+
+WORKER_ENV = {
+    "TRACEBUS_GRACE_S": "0.3",
+    "TRACEBUS_IDLE_TIMEOUT_S": "2",
+    "TRACEBUS_LATE_WINDOW_S": "120",
+    "TRACEBUS_MAX_OBSERVATIONS": "20",
+    "TRACEBUS_TICK_S": "0.1",
+}
+
+
+def fresh_settings(bootstrap_servers: str) -> KafkaSettings:
+    suffix = uuid.uuid4().hex[:8]
+    settings = KafkaSettings(
+        bootstrap_servers=bootstrap_servers,
+        events_topic=f"events-{suffix}",
+        traces_topic=f"traces-{suffix}",
+        dead_letter_topic=f"deadletter-{suffix}",
+        partitions=4,
+    )
+    asyncio.run(create_topics(bootstrap_servers, settings.topic_partitions()))
+    return settings
+
+
+class WorkerProcess:
+    """`tracebus stream` in a subprocess, with its log kept for failures."""
+
+    def __init__(self, settings: KafkaSettings, log_dir: Path, **env: str) -> None:
+        self.log_path = log_dir / f"stream-{uuid.uuid4().hex[:6]}.log"
+        environment = {
+            **os.environ,
+            **WORKER_ENV,
+            **env,
+            "TRACEBUS_APP_ID": f"stream-{settings.events_topic}",
+            "TRACEBUS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "TRACEBUS_EVENTS_TOPIC": settings.events_topic,
+            "TRACEBUS_TRACES_TOPIC": settings.traces_topic,
+            "TRACEBUS_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+            "TRACEBUS_PARTITIONS": str(settings.partitions),
+        }
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tracebus.cli", "--log-level", "info", "stream"],
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+
+def read_documents(
+    settings: KafkaSettings,
+    until: Callable[[list[TraceDocument]], bool],
+    timeout: float = 60.0,
+) -> list[TraceDocument]:
+    """Trace documents on the traces topic, until `until(documents)` holds."""
+    decoded: dict[int, TraceDocument] = {}
+
+    def documents(records: list) -> list[TraceDocument]:  # type: ignore[type-arg]
+        return [
+            decoded.setdefault(id(r), TraceDocument.model_validate(orjson.loads(r.value)))
+            for r in records
+        ]
+
+    records = consume(
+        settings.bootstrap_servers, settings.traces_topic, lambda r: until(documents(r)), timeout
+    )
+    return documents(records)
+
+
+def of_traces(trace_ids: set[str], revisions: int = 1) -> Callable[[list[TraceDocument]], bool]:
+    """Until every trace in `trace_ids` has been published at `revisions` or more."""
+
+    def done(documents: list[TraceDocument]) -> bool:
+        best = {}
+        for d in documents:
+            if d.trace_id in trace_ids and d.part == d.parts:
+                best[d.trace_id] = max(best.get(d.trace_id, 0), d.revision)
+        return len(best) == len(trace_ids) and min(best.values()) >= revisions
+
+    return done
