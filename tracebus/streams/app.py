@@ -165,10 +165,14 @@ class StreamWorker:
             self._start_publishing(
                 state, state.completed_by or reason, final=True, now=now, republish=True
             )
-        elif reason == "evicted" or now >= self._deadline(state)[0]:
-            if reason == "evicted":
-                self.metrics.evictions.inc()
+        elif reason == Completion.EVICTED:
+            self.metrics.evictions.inc()
             self._start_publishing(state, reason, final=True, now=now)
+        else:
+            # Events may have arrived since the command was sent: decide on the state as it is.
+            due, current_reason = self._deadline(state)
+            if now >= due:
+                self._start_publishing(state, current_reason, final=True, now=now)
         self._store(key, state)
 
     def _start_publishing(
@@ -266,9 +270,17 @@ class StreamWorker:
             self.index.discard(state.trace_id)
         else:
             due, reason = self._deadline(state)
-            size = state.size if state.status == OPEN else 0
-            self.index.set(state.trace_id, due, reason, state.partition, size, state.first_event_ns)
-        self.metrics.open_traces.set(len(self.index))
+            is_open = state.status == OPEN
+            self.index.set(
+                state.trace_id,
+                due,
+                reason,
+                state.partition,
+                state.size if is_open else 0,
+                state.first_event_ns,
+                is_open,
+            )
+        self.metrics.open_traces.set(self.index.open_count)
         self.metrics.open_bytes.set(self.index.open_bytes)
 
     async def _rebuild_index(self) -> None:
@@ -304,7 +316,7 @@ class StreamWorker:
         now = time.time_ns()
         due = self.index.pop_due(now)
         s = self.settings
-        while len(self.index) > s.max_open_traces or self.index.open_bytes > s.max_open_bytes:
+        while self.index.open_count > s.max_open_traces or self.index.open_bytes > s.max_open_bytes:
             oldest = self.index.pop_oldest()
             if oldest is None:
                 break

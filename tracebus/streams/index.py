@@ -23,27 +23,43 @@ class DeadlineIndex:
         self._heap: list[tuple[int, int, str]] = []
         self._entries: dict[str, tuple[int, int, int, str, int, int]] = {}
         self._sequence = 0
+        self._open: set[str] = set()
         self.open_bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def open_count(self) -> int:
+        """Traces still being assembled (not those kept after publication)."""
+        return len(self._open)
+
     def __contains__(self, trace_id: str) -> bool:
         return trace_id in self._entries
 
     def set(
-        self, trace_id: str, due_ns: int, reason: str, partition: int, size: int, first_ns: int
+        self,
+        trace_id: str,
+        due_ns: int,
+        reason: str,
+        partition: int,
+        size: int,
+        first_ns: int,
+        is_open: bool = True,
     ) -> None:
         self.discard(trace_id)
         self._sequence += 1
         self._entries[trace_id] = (due_ns, self._sequence, partition, reason, size, first_ns)
         self.open_bytes += size
+        if is_open:
+            self._open.add(trace_id)
         heapq.heappush(self._heap, (due_ns, self._sequence, trace_id))
 
     def discard(self, trace_id: str) -> None:
         entry = self._entries.pop(trace_id, None)
         if entry is not None:
             self.open_bytes -= entry[4]
+            self._open.discard(trace_id)
 
     def pop_due(self, now_ns: int) -> list[Due]:
         due = []
@@ -57,9 +73,9 @@ class DeadlineIndex:
 
     def pop_oldest(self) -> Due | None:
         """The open trace that started first: what the overflow policy publishes early."""
-        if not self._entries:
+        if not self._open:
             return None
-        trace_id = min(self._entries, key=lambda t: self._entries[t][5])
+        trace_id = min(self._open, key=lambda t: self._entries[t][5])
         entry = self._entries[trace_id]
         self.discard(trace_id)
         return Due(trace_id, entry[2], "evicted")
@@ -67,4 +83,5 @@ class DeadlineIndex:
     def clear(self) -> None:
         self._heap.clear()
         self._entries.clear()
+        self._open.clear()
         self.open_bytes = 0
