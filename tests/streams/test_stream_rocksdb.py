@@ -28,4 +28,4 @@ def test_a_worker_with_a_rocksdb_store_assembles_traces_and_keeps_them_on_disk(
         client.close()
         assert worker.stop() == 0, worker.log_tail()
     assert sorted(o.name for o in document.observations) == ["on-disk", "step"]
-    assert any(path.name.endswith(".db") or path.is_dir() for path in data_dir.rglob("*"))
+    assert list(data_dir.rglob("traces-*.db"))

@@ -11,6 +11,7 @@ from tracebus.cli import schemas, topics
 from tracebus.cli.broker import broker
 from tracebus.cli.common import EXIT_CODES_HELP, LogLevel, configure_logging, console
 from tracebus.cli.demo import demo
+from tracebus.cli.sink import sink
 from tracebus.cli.stream import stream
 from tracebus.cli.up import up
 
@@ -27,6 +28,7 @@ app = typer.Typer(
     "  tracebus topics describe               partitions and status of each topic\n"
     "  tracebus demo --traces 500 --rate 100  demo traffic to a running broker\n"
     "  tracebus stream -b kafka:9092          a stream worker (run several to scale)\n"
+    "  tracebus sink langfuse                 deliver complete traces to Langfuse\n"
     "  tracebus schemas export --out schemas  JSON Schema files for other languages\n"
     "  tracebus schemas check --dir schemas   exit 1 if those files are stale\n\n"
     "[b]tracebus COMMAND --help[/b] shows each command's options and examples.",
@@ -84,6 +86,12 @@ app.command(
     "stream",
     epilog="Example: [cyan]tracebus stream -b 127.0.0.1:9092 --metrics-port 9464[/cyan]",
 )(stream)
+app.command(
+    "sink",
+    epilog="Examples: [cyan]tracebus sink jsonl --out traces/[/cyan] · "
+    "[cyan]TRACEBUS_LANGFUSE_PUBLIC_KEY=pk… TRACEBUS_LANGFUSE_SECRET_KEY=sk… "
+    "tracebus sink langfuse[/cyan]",
+)(sink)
 app.add_typer(topics.app, name="topics")
 app.add_typer(schemas.app, name="schemas")
 app.command(

@@ -15,6 +15,9 @@ import httpx
 from tracebus.schemas import TraceDocument
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# A bad or revoked key fails every trace alike: dead-lettering them all would be wrong, so the
+# runtime keeps retrying (and alerts) until the operator fixes the credentials.
+CREDENTIAL_STATUS = frozenset({401, 403})
 
 
 class ExportError(Exception):
@@ -77,7 +80,7 @@ def check_response(response: httpx.Response, destination: str) -> None:
     body = response.text[:2000]
     raise ExportError(
         f"{destination} answered {status}: {body[:200]}",
-        retryable=status in RETRYABLE_STATUS,
+        retryable=status in RETRYABLE_STATUS or status in CREDENTIAL_STATUS,
         status=status,
         retry_after=parse_retry_after(response.headers.get("retry-after")),
         response=body,

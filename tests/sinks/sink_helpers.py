@@ -1,0 +1,135 @@
+"""Real sink worker processes for the tests, and trace documents to feed them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from tracebus.config import KafkaSettings
+from tracebus.kafka import create_topics
+from tracebus.schemas import TraceDocument, new_observation_id, new_trace_id
+from tracebus.schemas.traces import Observation, TraceAttributes, TraceSummary
+
+START = 1_790_000_000_000_000_000
+
+
+def fresh_settings(bootstrap_servers: str) -> KafkaSettings:
+    suffix = uuid.uuid4().hex[:8]
+    settings = KafkaSettings(
+        bootstrap_servers=bootstrap_servers,
+        events_topic=f"events-{suffix}",
+        traces_topic=f"traces-{suffix}",
+        dead_letter_topic=f"deadletter-{suffix}",
+        partitions=4,
+    )
+    asyncio.run(create_topics(bootstrap_servers, settings.topic_partitions()))
+    return settings
+
+
+def document(name: str, revision: int = 1, input_value: object = None) -> TraceDocument:
+    trace_id, root_id = new_trace_id(), new_observation_id()
+    return TraceDocument(
+        schema_version=1,
+        trace_id=trace_id,
+        revision=revision,
+        parts=1,
+        completed_by="root_ended",
+        published_at_unix_nano=START + 10**9,
+        trace=TraceAttributes(name=name, user_id="u-1"),
+        root_observation_id=root_id,
+        observations=[
+            Observation(
+                observation_id=root_id,
+                kind="span",
+                name=name,
+                start_time_unix_nano=START,
+                end_time_unix_nano=START + 5 * 10**8,
+                duration_ms=500.0,
+                input=input_value,
+            )
+        ],
+        summary=TraceSummary(
+            start_time_unix_nano=START,
+            end_time_unix_nano=START + 5 * 10**8,
+            duration_ms=500.0,
+            observation_count=1,
+        ),
+    )
+
+
+def publish(settings: KafkaSettings, documents: list[TraceDocument]) -> None:
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+        await producer.start()
+        try:
+            for d in documents:
+                await producer.send(
+                    settings.traces_topic,
+                    d.model_dump_json(exclude_none=True).encode(),
+                    key=d.trace_id.encode(),
+                )
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+class SinkProcess:
+    """`tracebus sink DESTINATION` in a subprocess, with its log kept for failures."""
+
+    def __init__(
+        self, destination: str, settings: KafkaSettings, log_dir: Path, **env: str
+    ) -> None:
+        self.log_path = log_dir / f"sink-{destination}-{uuid.uuid4().hex[:6]}.log"
+        environment = {
+            **os.environ,
+            "TRACEBUS_GROUP_ID": f"sink-{settings.traces_topic}",
+            "TRACEBUS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "TRACEBUS_TRACES_TOPIC": settings.traces_topic,
+            "TRACEBUS_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+            "TRACEBUS_LINGER_MS": "50",
+            "TRACEBUS_RETRY_INITIAL_S": "0.1",
+            "TRACEBUS_RETRY_MAX_S": "1",
+            **env,
+        }
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tracebus.cli", "--log-level", "info", "sink", destination],
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(40)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+
+def eventually(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll an out-of-process observer (a stand-in, a file) until `condition` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

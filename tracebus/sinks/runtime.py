@@ -1,0 +1,371 @@
+"""The delivery runtime every sink shares: Kafka consumer group → batches → one destination.
+
+Offsets are committed per partition only up to the highest contiguous record delivered or
+dead-lettered, so a crash or an outage re-delivers (idempotently) instead of losing. While the
+destination fails, reading pauses and the batch is retried with exponential back-off and jitter
+(never sooner than Retry-After). A batch the destination rejects as a whole is bisected until the
+offending trace is found; only that one is dead-lettered, with the response."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
+
+from tracebus.schemas import TraceDocument
+from tracebus.sinks.exporter import Exporter, ExportError
+from tracebus.sinks.metrics import SinkMetrics
+from tracebus.sinks.offsets import PartitionOffsets
+from tracebus.sinks.settings import SinkSettings
+
+log = logging.getLogger("tracebus.sink")
+_DELIVERED_MEMORY = 100_000
+
+
+@dataclass(slots=True)
+class Item:
+    """One record of the traces topic on its way to the destination."""
+
+    partition: TopicPartition
+    offset: int
+    key: bytes | None
+    value: bytes
+    document: TraceDocument
+
+
+class DeliveryRuntime:
+    def __init__(
+        self,
+        exporter: Exporter,
+        settings: SinkSettings,
+        metrics: SinkMetrics | None = None,
+    ) -> None:
+        self.exporter = exporter
+        self.settings = settings
+        self.metrics = metrics or SinkMetrics(exporter.name)
+        self._offsets: dict[TopicPartition, PartitionOffsets] = {}
+        self._pending: list[Item] = []
+        self._oldest_pending = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight_traces: set[str] = set()
+        # Highest revision delivered per trace, so a replayed lower revision never overwrites.
+        self._delivered: OrderedDict[str, int] = OrderedDict()
+        self._failing = False
+        # Back-off is the destination's, not the batch's: no request goes out before this.
+        self._not_before = 0.0
+        self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers,
+            group_id=s.group(self.exporter.name),
+            client_id=f"tracebus-sink-{self.exporter.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            rebalance_timeout_ms=10_000,
+            max_poll_records=s.batch_max_traces * 2,
+        )
+        self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
+        self._consumer.subscribe([s.traces_topic], listener=_Rebalance(self))
+        await self._producer.start()
+        await self._consumer.start()
+        log.info(
+            "sink %s reading %s as group %s",
+            self.exporter.name,
+            s.traces_topic,
+            s.group(self.exporter.name),
+        )
+        try:
+            while not stop.is_set():
+                await self._read_once()
+                self._dispatch(force=False)
+                await self._commit()
+            await self._drain()
+        finally:
+            await self._consumer.stop()
+            await self._producer.stop()
+            await self.exporter.close()
+
+    async def _read_once(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        assignment = consumer.assignment()
+        full = len(self._pending) >= self.settings.max_pending
+        if assignment:
+            if full or self._failing:
+                consumer.pause(*assignment)
+            else:
+                consumer.resume(*assignment)
+        wait_ms = int(min(self.settings.linger_ms, 100)) or 1
+        batches = await consumer.getmany(timeout_ms=wait_ms, max_records=self.settings.max_pending)
+        for partition, records in batches.items():
+            tracker = self._offsets.setdefault(partition, PartitionOffsets())
+            for record in records:
+                tracker.taken(record.offset)
+                self.metrics.records.inc()
+                await self._accept(partition, record)
+        self.metrics.pending.set(len(self._pending))
+        if assignment:
+            lag = 0
+            for partition in assignment:
+                highwater = consumer.highwater(partition)
+                with contextlib.suppress(Exception):
+                    if highwater is not None:
+                        lag += max(highwater - await consumer.position(partition), 0)
+            self.metrics.lag.set(lag)
+
+    async def _accept(self, partition: TopicPartition, record: ConsumerRecord) -> None:
+        try:
+            document = TraceDocument.model_validate_json(record.value)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:10]
+            )
+            await self._dead_letter_records(
+                [(partition, record.offset, record.key, record.value)],
+                f"not a trace document: {problems}",
+                "invalid",
+            )
+            return
+        if not self._pending:
+            self._oldest_pending = time.monotonic()
+        self._pending.append(Item(partition, record.offset, record.key, record.value, document))
+
+    # -- batching -----------------------------------------------------------------------------
+
+    def _dispatch(self, force: bool) -> None:
+        s = self.settings
+        while self._pending and not self._failing and not self._slots.locked():
+            age_ms = (time.monotonic() - self._oldest_pending) * 1000
+            ready = (
+                force
+                or len(self._pending) >= s.batch_max_traces
+                or sum(len(i.value) for i in self._pending) >= s.batch_max_bytes
+                or age_ms >= s.linger_ms
+            )
+            if not ready:
+                return
+            batch = self._take_batch()
+            if not batch:
+                return
+            task = asyncio.create_task(self._deliver(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _take_batch(self) -> list[Item]:
+        """Up to the limits, skipping traces already in flight so revisions stay in order."""
+        s = self.settings
+        batch: list[Item] = []
+        rest: list[Item] = []
+        size = 0
+        traces: set[str] = set()
+        for item in self._pending:
+            trace_id = item.document.trace_id
+            fits = len(batch) < s.batch_max_traces and (
+                not batch or size + len(item.value) <= s.batch_max_bytes
+            )
+            if fits and (trace_id not in self._in_flight_traces or trace_id in traces):
+                batch.append(item)
+                size += len(item.value)
+                traces.add(trace_id)
+            else:
+                rest.append(item)
+        self._pending = rest
+        self._oldest_pending = time.monotonic()
+        self._in_flight_traces |= traces
+        return batch
+
+    async def _deliver(self, batch: list[Item]) -> None:
+        async with self._slots:
+            try:
+                current = self._supersede(batch)
+                if current:
+                    await self._export(current, time.monotonic())
+            finally:
+                for item in batch:
+                    self._offsets.get(item.partition, PartitionOffsets()).done(item.offset)
+                self._in_flight_traces -= {i.document.trace_id for i in batch}
+
+    def _supersede(self, batch: list[Item]) -> list[Item]:
+        """Drop documents whose trace has a higher revision here or already delivered."""
+        newest: dict[str, int] = {}
+        for item in batch:
+            d = item.document
+            newest[d.trace_id] = max(newest.get(d.trace_id, 0), d.revision)
+        current = []
+        for item in batch:
+            d = item.document
+            if d.revision < max(newest[d.trace_id], self._delivered.get(d.trace_id, 0)):
+                self.metrics.superseded.inc()
+            else:
+                current.append(item)
+        return current
+
+    async def _export(self, items: list[Item], started: float) -> None:
+        s = self.settings
+        attempt = 0
+        while True:
+            wait = self._not_before - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                with self.metrics.latency.time():
+                    await self.exporter.export([i.document for i in items])
+            except ExportError as error:
+                if error.retryable:
+                    elapsed = time.monotonic() - started
+                    if s.retry_max_elapsed_s and elapsed >= s.retry_max_elapsed_s:
+                        await self._dead_letter(
+                            items, f"gave up after {elapsed:.0f}s: {error}", "gave_up", error
+                        )
+                        return
+                    delay = min(s.retry_max_s, s.retry_initial_s * 2**attempt)
+                    delay = max(delay * random.uniform(0.5, 1.0), error.retry_after or 0.0)
+                    self._set_failing(True, error, delay)
+                    self.metrics.retries.inc()
+                    attempt += 1
+                    self._not_before = max(self._not_before, time.monotonic() + delay)
+                    continue
+                self._set_failing(False)
+                if error.whole_batch and len(items) > 1:
+                    middle = len(items) // 2
+                    await self._export(items[:middle], started)
+                    await self._export(items[middle:], started)
+                    return
+                await self._dead_letter(items, str(error), "rejected", error)
+                return
+            self._set_failing(False)
+            self.metrics.delivered.inc(len(items))
+            self.metrics.batch_size.observe(len(items))
+            for item in items:
+                self._remember(item.document)
+            return
+
+    def _set_failing(
+        self, failing: bool, error: ExportError | None = None, delay: float = 0
+    ) -> None:
+        if failing and not self._failing:
+            log.warning(
+                "%s is failing, reading paused, retrying in %.1fs: %s",
+                self.exporter.name,
+                delay,
+                error,
+            )
+        elif not failing and self._failing:
+            log.info("%s delivers again, reading resumed", self.exporter.name)
+        self._failing = failing
+        self.metrics.failing.set(1 if failing else 0)
+
+    def _remember(self, document: TraceDocument) -> None:
+        self._delivered[document.trace_id] = document.revision
+        self._delivered.move_to_end(document.trace_id)
+        if len(self._delivered) > _DELIVERED_MEMORY:
+            self._delivered.popitem(last=False)
+
+    # -- dead letters and offsets -------------------------------------------------------------
+
+    async def _dead_letter(
+        self, items: list[Item], reason: str, kind: str, error: ExportError | None
+    ) -> None:
+        await self._dead_letter_records(
+            [(i.partition, i.offset, i.key, i.value) for i in items], reason, kind, error
+        )
+
+    async def _dead_letter_records(
+        self,
+        records: list[tuple[TopicPartition, int, bytes | None, bytes]],
+        reason: str,
+        kind: str,
+        error: ExportError | None = None,
+    ) -> None:
+        assert self._producer is not None
+        self.metrics.dead_letter(kind, len(records))
+        log.warning(
+            "dead-lettering %d record(s) for %s: %s", len(records), self.exporter.name, reason[:300]
+        )
+        headers = [
+            ("tracebus-reason", reason.encode()),
+            ("tracebus-stage", f"sink:{self.exporter.name}".encode()),
+        ]
+        if error is not None and error.status is not None:
+            headers.append(("tracebus-status", str(error.status).encode()))
+        if error is not None and error.response:
+            headers.append(("tracebus-response", error.response[:4000].encode()))
+        sends = [
+            await self._producer.send(
+                self.settings.dead_letter_topic,
+                value,
+                key=key,
+                headers=[
+                    *headers,
+                    (
+                        "tracebus-source",
+                        f"{partition.topic}/{partition.partition}/{offset}".encode(),
+                    ),
+                ],
+            )
+            for partition, offset, key, value in records
+        ]
+        await asyncio.gather(*sends)
+        for partition, offset, _, _ in records:
+            self._offsets.get(partition, PartitionOffsets()).done(offset)
+
+    async def _commit(self) -> None:
+        assert self._consumer is not None
+        offsets = {}
+        for partition, tracker in self._offsets.items():
+            position = tracker.committable()
+            if position is not None:
+                offsets[partition] = position
+        if offsets:
+            await self._consumer.commit(offsets)
+
+    async def settle(self, partitions: set[TopicPartition], timeout: float) -> None:
+        """Finish what is in flight for `partitions`, commit it, forget the rest (re-read later)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        await self._commit()
+        self._pending = [i for i in self._pending if i.partition not in partitions]
+        for partition in partitions:
+            self._offsets.pop(partition, None)
+
+    async def _drain(self) -> None:
+        """On shutdown: deliver what was read, within the drain budget, then commit."""
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        while (self._pending or self._tasks) and time.monotonic() < deadline:
+            self._dispatch(force=True)
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=max(deadline - time.monotonic(), 0))
+        await self._commit()
+        undelivered = len(self._pending) + len(self._tasks)
+        if undelivered:
+            log.warning(
+                "%d documents not delivered at shutdown; they are read again on restart",
+                undelivered,
+            )
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runtime: DeliveryRuntime) -> None:
+        self.runtime = runtime
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.runtime.settle(set(revoked), self.runtime.settings.drain_timeout_s)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("assigned %s", sorted(p.partition for p in assigned))
