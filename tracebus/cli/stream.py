@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -104,4 +105,4 @@ def stream(
     worker = StreamWorker(settings, pricing)
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, registry=worker.metrics.registry)
-    run_worker(worker)
+    run_worker(worker, loglevel=logging.getLevelName(logging.getLogger().getEffectiveLevel()))

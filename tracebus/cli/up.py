@@ -1,11 +1,13 @@
-"""`tracebus up`: the local stack (for now the embedded broker), optionally with demo traffic."""
+"""`tracebus up`: the local stack (broker, stream, sinks), optionally with demo traffic."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -35,6 +37,7 @@ from tracebus.cli.common import (
     fail,
 )
 from tracebus.cli.demo import DEMO_PANEL, Rate, Seed
+from tracebus.cli.supervisor import Child, Supervisor
 from tracebus.demo import DemoStats, run_demo
 from tracebus.kafka import EmbeddedBroker
 from tracebus.producers import Client, ProducerSettings
@@ -114,12 +117,34 @@ class DemoThread(threading.Thread):
             self.error = error
 
 
+class StackView:
+    """What the rest of the stack did: traces published by the stream, delivered by sinks."""
+
+    def __init__(self, supervisor: Supervisor, traces: RecordCounter, out: Path) -> None:
+        self.supervisor = supervisor
+        self.traces = traces
+        self.out = out
+
+    def rows(self) -> list[tuple[str, str]]:
+        published = self.traces.count()
+        rows = [("traces published (stream)", "?" if published is None else f"{published:,}")]
+        rows.append((f"traces in {self.out}/", f"{self._jsonl_lines():,}"))
+        for child in self.supervisor.children:
+            restarts = f", {child.restarts} restarts" if child.restarts else ""
+            rows.append((f"process {child.name}", f"{child.state}{restarts}"))
+        return rows
+
+    def _jsonl_lines(self) -> int:
+        return sum(f.read_bytes().count(b"\n") for f in self.out.glob("*.jsonl"))
+
+
 def _summary(
     started: float,
     records: int | None,
     events_topic: str,
     demo: DemoThread | None,
     status: str,
+    stack: StackView | None = None,
 ) -> Table:
     table = Table(title=f"tracebus up — {status}", show_header=False, min_width=56)
     table.add_column("what")
@@ -139,6 +164,8 @@ def _summary(
             table.add_row("last producer error", counters.last_error)
     shown = "?" if records is None else f"{records:,}"
     table.add_row(f"records in {events_topic}", shown)
+    for what, value in stack.rows() if stack is not None else ():
+        table.add_row(what, value)
     return table
 
 
@@ -181,12 +208,19 @@ def up(
     events_topic: EventsTopic = DEFAULT_EVENTS_TOPIC,
     traces_topic: TracesTopic = DEFAULT_TRACES_TOPIC,
     dead_letter_topic: DeadLetterTopic = DEFAULT_DEAD_LETTER_TOPIC,
+    out: Annotated[
+        Path,
+        typer.Option(
+            envvar="TRACEBUS_JSONL_DIR", help="Where the jsonl sink writes complete traces."
+        ),
+    ] = Path("tracebus-data/traces"),
 ) -> None:
-    """Start the local stack: the embedded broker with the topics, and demo traffic with --demo.
+    """Start the local stack: embedded broker, stream worker and sinks; demo traffic with --demo.
 
-    Shows a live summary (traces sent; events accepted, sent, buffered, dropped; records in
-    the events topic) until Ctrl-C or SIGTERM, then stops cleanly. The stream processor and
-    the Langfuse/LangSmith sinks are not part of it yet.
+    The jsonl sink always runs; the Langfuse sink joins when TRACEBUS_LANGFUSE_PUBLIC_KEY and
+    TRACEBUS_LANGFUSE_SECRET_KEY are set, the LangSmith sink when TRACEBUS_LANGSMITH_API_KEY
+    is. Crashed processes are restarted with back-off. Shows a live summary until Ctrl-C or
+    SIGTERM, then stops everything cleanly.
     """
     settings = build_settings(
         ProducerSettings,
@@ -200,10 +234,48 @@ def up(
         try:
             with running_broker(host, port, settings) as broker:
                 print_banner(broker, settings)
-                _serve(broker, settings, stop, demo, rate, seed, duration)
+                supervisor = _start_stack(settings, out)
+                try:
+                    _serve(broker, settings, stop, demo, rate, seed, duration, supervisor, out)
+                finally:
+                    supervisor.stop()
         except KeyboardInterrupt:
             fail("interrupted twice: stopped without waiting", ExitCode.INTERRUPTED)
     console.print(f"stopped ({stop.received or 'duration reached'})")
+
+
+def _start_stack(settings: ProducerSettings, out: Path) -> Supervisor:
+    children = [
+        Child("stream", ["stream"]),
+        Child("sink-jsonl", ["sink", "jsonl", "--out", str(out)]),
+    ]
+    destinations = [f"{out}/ (jsonl)"]
+    if os.environ.get("TRACEBUS_LANGFUSE_PUBLIC_KEY") and os.environ.get(
+        "TRACEBUS_LANGFUSE_SECRET_KEY"
+    ):
+        children.append(Child("sink-langfuse", ["sink", "langfuse"]))
+        destinations.append("Langfuse")
+    if os.environ.get("TRACEBUS_LANGSMITH_API_KEY"):
+        children.append(Child("sink-langsmith", ["sink", "langsmith"]))
+        destinations.append("LangSmith")
+    supervisor = Supervisor(
+        children,
+        {
+            "TRACEBUS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "TRACEBUS_EVENTS_TOPIC": settings.events_topic,
+            "TRACEBUS_TRACES_TOPIC": settings.traces_topic,
+            "TRACEBUS_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+            "TRACEBUS_PARTITIONS": str(settings.partitions),
+        },
+    )
+    supervisor.start()
+    console.print(f"complete traces go to: {', '.join(destinations)}")
+    if len(destinations) == 1:
+        console.print(
+            "(set TRACEBUS_LANGFUSE_PUBLIC_KEY/SECRET_KEY or TRACEBUS_LANGSMITH_API_KEY "
+            "to deliver to Langfuse or LangSmith too)"
+        )
+    return supervisor
 
 
 def _serve(
@@ -214,10 +286,15 @@ def _serve(
     rate: float,
     seed: int,
     duration: float | None,
+    supervisor: Supervisor,
+    out: Path,
 ) -> None:
     started = time.monotonic()
     deadline = None if duration is None else started + duration
     counter = RecordCounter(broker.bootstrap_servers, settings.events_topic)
+    stack = StackView(
+        supervisor, RecordCounter(broker.bootstrap_servers, settings.traces_topic), out
+    )
     demo: DemoThread | None = None
     if with_demo:
         demo = DemoThread(Client(settings), rate, seed, stop.event)
@@ -249,9 +326,12 @@ def _serve(
                 if demo is not None and demo.error is not None:
                     problem = f"demo traffic failed: {demo.error!r}"
                     break
+                supervisor.poll()
                 records = counter.count()
                 if live is not None:
-                    summary = _summary(started, records, settings.events_topic, demo, "running")
+                    summary = _summary(
+                        started, records, settings.events_topic, demo, "running", stack
+                    )
                     live.update(summary, refresh=True)
                 elif time.monotonic() - last_report >= PLAIN_REPORT_EVERY_S:
                     console.print(_plain(records, demo))
@@ -263,13 +343,16 @@ def _serve(
                     live.update(summary, refresh=True)
                 demo.join(10.0)
                 delivered = demo.client.close(10.0 if problem is None else 2.0)
-            final = _summary(started, counter.count(), settings.events_topic, demo, "stopped")
+            final = _summary(
+                started, counter.count(), settings.events_topic, demo, "stopped", stack
+            )
             if live is not None:
                 live.update(final, refresh=True)
     finally:
         if demo is not None:
             demo.client.close(1.0)
         counter.close()
+        stack.traces.close()
     if live is None:
         console.print(final)
     if problem is not None:

@@ -374,7 +374,7 @@ class StreamWorker:
 
 def run_worker(worker: StreamWorker, loglevel: str = "info") -> None:
     """Run until SIGTERM/SIGINT; exits the process like `faust worker` does."""
-    faust_worker = faust.Worker(worker.app, loglevel=loglevel, quiet=True)
+    faust_worker = faust.Worker(worker.app, loglevel=loglevel.lower(), quiet=True)
     # Faust's spinner sets the root logger to DEBUG, which costs ~9% CPU in log records.
     faust_worker.spinner = None
     with contextlib.suppress(SystemExit):
