@@ -8,12 +8,26 @@ from collections.abc import Iterator, Sequence
 
 import httpx
 import pytest
+from documents import (
+    FAILED,
+    GENERATION,
+    HELPFULNESS_SCORE_ID,
+    OTHER_TRACE_ID,
+    RESOLVED_SCORE_ID,
+    ROOT,
+    TOOL,
+    TRACE_ID,
+    reference_trace,
+)
 from standins.langfuse import LangfuseStandIn
-from test_langfuse_mapping import FAILED, GENERATION, ROOT, TOOL, TRACE_ID, reference_trace
 
 from tracebus.schemas import TraceDocument
 from tracebus.sinks.exporter import Exporter
-from tracebus.sinks.langfuse import LangfuseExporter
+from tracebus.sinks.langfuse import LangfuseExporter, score_uuid
+
+# The ids Langfuse stores the reference trace's scores under.
+HELPFULNESS = str(score_uuid(TRACE_ID, HELPFULNESS_SCORE_ID))
+RESOLVED = str(score_uuid(TRACE_ID, RESOLVED_SCORE_ID))
 
 
 @pytest.fixture
@@ -81,8 +95,8 @@ def test_scores_arrive_by_their_own_ids_after_the_spans(langfuse):
     export(langfuse, [reference_trace()])
 
     assert langfuse.scores == {
-        "helpfulness-4bf92f35": {
-            "id": "helpfulness-4bf92f35",
+        HELPFULNESS: {
+            "id": HELPFULNESS,
             "traceId": TRACE_ID,
             "observationId": GENERATION,
             "name": "helpfulness",
@@ -90,16 +104,17 @@ def test_scores_arrive_by_their_own_ids_after_the_spans(langfuse):
             "dataType": "NUMERIC",
             "source": "API",
             "comment": "clear and short",
+            "metadata": {"tracebus": {"score_id": HELPFULNESS_SCORE_ID}},
             "environment": "production",
         },
-        "resolved-4bf92f35": {
-            "id": "resolved-4bf92f35",
+        RESOLVED: {
+            "id": RESOLVED,
             "traceId": TRACE_ID,
             "name": "resolved",
             "value": 1,
             "dataType": "BOOLEAN",
             "source": "API",
-            "metadata": {"tracebus": {"source": "EVAL"}},
+            "metadata": {"tracebus": {"score_id": RESOLVED_SCORE_ID, "source": "EVAL"}},
             "environment": "production",
         },
     }
@@ -126,8 +141,22 @@ def test_exporting_the_same_traces_again_replaces_rows_instead_of_adding_them(la
 
     assert len(langfuse.spans) == len(document.observations)
     assert set(langfuse.receipts.values()) == {2}
-    assert langfuse.score_receipts == {"helpfulness-4bf92f35": 2, "resolved-4bf92f35": 2}
+    assert langfuse.score_receipts == {HELPFULNESS: 2, RESOLVED: 2}
     assert len(langfuse.scores) == 2
+
+
+def test_two_traces_with_the_same_score_id_keep_a_score_each(langfuse):
+    export(langfuse, [reference_trace(), reference_trace(trace_id=OTHER_TRACE_ID)])
+
+    assert len(langfuse.scores) == 4
+    by_trace = {
+        (s["traceId"], s["metadata"]["tracebus"]["score_id"]) for s in langfuse.scores.values()
+    }
+    assert by_trace == {
+        (trace_id, score_id)
+        for trace_id in (TRACE_ID, OTHER_TRACE_ID)
+        for score_id in (HELPFULNESS_SCORE_ID, RESOLVED_SCORE_ID)
+    }
 
 
 def test_a_later_revision_replaces_the_rows_of_the_earlier_one(langfuse):
@@ -142,7 +171,7 @@ def test_a_later_revision_replaces_the_rows_of_the_earlier_one(langfuse):
 
 
 def test_traces_of_one_batch_share_one_request(langfuse):
-    other = reference_trace(trace_id="5cf92f3577b34da6a3ce929d0e0e4737", scores=[])
+    other = reference_trace(trace_id=OTHER_TRACE_ID, scores=[])
 
     export(langfuse, [reference_trace(scores=[]), other])
 

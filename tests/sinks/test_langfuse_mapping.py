@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
+from documents import (
+    FAILED,
+    GENERATION,
+    HELPFULNESS_SCORE_ID,
+    OTHER_TRACE_ID,
+    RESOLVED_SCORE_ID,
+    RETRIEVER,
+    ROOT,
+    TOOL,
+    TRACE_ID,
+    reference_trace,
+)
 from standins.langfuse import ReceivedSpan, decode_export
 
 from tracebus.schemas import Cost, TraceDocument, Usage
@@ -12,147 +22,10 @@ from tracebus.sinks.langfuse import (
     cost_details,
     langfuse_environment,
     score_body,
+    score_uuid,
     to_otlp_request,
     usage_details,
 )
-
-TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
-ROOT = "00f067aa0ba902b7"
-GENERATION = "1a2b3c4d5e6f7081"
-TOOL = "2b3c4d5e6f708192"
-RETRIEVER = "3c4d5e6f708192a3"
-FAILED = "4d5e6f708192a3b4"
-T0 = 1_746_100_800_123_456_789  # 2025-05-01T12:00:00.123456789Z, nanoseconds on purpose
-MS = 1_000_000
-
-
-def observation(observation_id: str, kind: str, name: str, start_ms: int, end_ms: int, **fields):
-    return {
-        "observation_id": observation_id,
-        "parent_observation_id": ROOT if observation_id != ROOT else None,
-        "kind": kind,
-        "name": name,
-        "start_time_unix_nano": T0 + start_ms * MS,
-        "end_time_unix_nano": T0 + end_ms * MS,
-        "duration_ms": float(end_ms - start_ms),
-        **fields,
-    }
-
-
-def reference_trace(**changes: Any) -> TraceDocument:
-    """A support-chat trace with one of each interesting observation, and two scores."""
-    document = {
-        "schema_version": 1,
-        "trace_id": TRACE_ID,
-        "revision": 2,
-        "completed_by": "root_ended",
-        "published_at_unix_nano": T0 + 5_000 * MS,
-        "trace": {
-            "name": "support-chat",
-            "user_id": "user-42",
-            "session_id": "session-7",
-            "tags": ["beta", "support"],
-            "metadata": {"tenant": "acme"},
-            "release": "2025.05.1",
-            "environment": "Production",
-            "input": {"question": "How do I rotate my API key?"},
-            "output": "Open Settings → API keys and click Rotate.",
-        },
-        "root_observation_id": ROOT,
-        "observations": [
-            observation(ROOT, "agent", "answer-question", 0, 2_500, metadata={"route": "faq"}),
-            observation(
-                GENERATION,
-                "generation",
-                "chat",
-                100,
-                1_900,
-                model="gpt-4o-2024-08-06",
-                provider="openai",
-                model_parameters={"temperature": 0.2, "max_tokens": 512, "stream": True},
-                input=[{"role": "user", "content": "How do I rotate my API key?"}],
-                output={"role": "assistant", "content": "Open Settings → API keys."},
-                usage={
-                    "input_tokens": 812,
-                    "input_cache_read_tokens": 512,
-                    "output_tokens": 64,
-                    "output_reasoning_tokens": 16,
-                    "total_tokens": 876,
-                },
-                cost={
-                    "input": 0.00203,
-                    "input_cache_read": 0.00064,
-                    "output": 0.00064,
-                    "output_reasoning": 0.00016,
-                    "total": 0.00267,
-                },
-                cost_source="reported",
-                completion_start_time_unix_nano=T0 + 450 * MS,
-                time_to_first_token_ms=350.0,
-            ),
-            observation(
-                TOOL,
-                "tool",
-                "search_docs",
-                1_950,
-                2_100,
-                input={"query": "rotate api key"},
-                output=["docs/keys.md"],
-            ),
-            observation(
-                RETRIEVER,
-                "retriever",
-                "vector-lookup",
-                2_100,
-                2_300,
-                input="rotate api key",
-                output=[{"id": "doc-1", "score": 0.91}],
-            ),
-            observation(
-                FAILED,
-                "span",
-                "rerank",
-                2_300,
-                2_400,
-                level="ERROR",
-                status_message="reranker timed out after 100 ms",
-            ),
-        ],
-        "scores": [
-            {
-                "schema_version": 1,
-                "type": "score",
-                "event_id": "ev-score-1",
-                "trace_id": TRACE_ID,
-                "timestamp_unix_nano": T0 + 4_000 * MS,
-                "score_id": "helpfulness-4bf92f35",
-                "observation_id": GENERATION,
-                "name": "helpfulness",
-                "value": 0.9,
-                "data_type": "NUMERIC",
-                "comment": "clear and short",
-            },
-            {
-                "schema_version": 1,
-                "type": "score",
-                "event_id": "ev-score-2",
-                "trace_id": TRACE_ID,
-                "timestamp_unix_nano": T0 + 4_100 * MS,
-                "score_id": "resolved-4bf92f35",
-                "name": "resolved",
-                "value": True,
-                "data_type": "BOOLEAN",
-                "source": "EVAL",
-            },
-        ],
-        "summary": {
-            "start_time_unix_nano": T0,
-            "end_time_unix_nano": T0 + 2_500 * MS,
-            "duration_ms": 2_500.0,
-            "observation_count": 5,
-        },
-    }
-    return TraceDocument.model_validate({**document, **changes})
 
 
 def spans_of(*documents: TraceDocument) -> dict[str, ReceivedSpan]:
@@ -324,6 +197,75 @@ def test_no_observations_make_an_empty_request():
     assert not to_otlp_request([reference_trace(observations=[])]).resource_spans
 
 
+# -- orphans and traces without a root -----------------------------------------------------
+
+MISSING = "9999999999999999"
+
+
+def test_an_orphan_keeps_its_missing_parent_and_says_it_is_an_orphan():
+    document = reference_trace()
+    orphan = document.observations[2].model_copy(
+        update={"parent_observation_id": MISSING, "flags": ["orphan"]}
+    )
+    observations = [*document.observations[:2], orphan, *document.observations[3:]]
+
+    span = spans_of(document.model_copy(update={"observations": observations}))[TOOL]
+
+    assert span.parent_span_id == MISSING
+    assert span.json("langfuse.observation.metadata")["tracebus"]["flags"] == ["orphan"]
+
+
+def test_without_a_root_the_earliest_span_without_a_parent_carries_the_trace_io():
+    document = reference_trace()
+    # The root never came: its children are orphans, and two spans have no parent at all.
+    observations = [
+        o.model_copy(update={"parent_observation_id": None})
+        if o.observation_id in (TOOL, RETRIEVER)
+        else o
+        for o in document.observations[1:]
+    ]
+
+    spans = spans_of(
+        document.model_copy(update={"root_observation_id": None, "observations": observations})
+    )
+
+    assert list(spans) == [GENERATION, TOOL, RETRIEVER, FAILED]
+    # GENERATION starts first, but names a parent: TOOL is the earliest without one.
+    assert spans[TOOL].json("langfuse.trace.input") == {"question": "How do I rotate my API key?"}
+    assert spans[TOOL].attributes["langfuse.trace.output"] == (
+        "Open Settings → API keys and click Rotate."
+    )
+    for span_id in (GENERATION, RETRIEVER, FAILED):
+        assert "langfuse.trace.input" not in spans[span_id].attributes
+
+
+def test_without_a_root_or_a_parentless_span_the_earliest_orphan_carries_the_trace_io():
+    document = reference_trace(root_observation_id=None)
+    orphans = document.observations[1:]  # their parent, the root, never came
+
+    spans = spans_of(document.model_copy(update={"observations": orphans}))
+
+    assert {
+        span_id for span_id, span in spans.items() if "langfuse.trace.input" in span.attributes
+    } == {GENERATION}
+    assert all(span.parent_span_id == ROOT for span in spans.values())
+
+
+def test_a_part_whose_spans_all_have_their_parent_in_another_part_carries_no_trace_io():
+    root, *children = reference_trace().observations
+    ancestor = {"observation_id": ROOT, "start_time_unix_nano": root.start_time_unix_nano}
+    part = reference_trace(
+        root_observation_id=None,
+        part=2,
+        ancestors=[ancestor],
+        observations=[child.model_dump() for child in children],
+    )
+
+    spans = spans_of(part)
+
+    assert all("langfuse.trace.input" not in span.attributes for span in spans.values())
+
+
 def test_optional_trace_attributes_are_left_out_when_absent():
     span = spans_of(reference_trace(trace={}))[ROOT]
 
@@ -448,11 +390,11 @@ def test_model_parameters_keep_strings_and_numbers_and_drop_nulls():
 # -- scores --------------------------------------------------------------------------------
 
 
-def test_a_numeric_score_keeps_its_id_trace_observation_and_environment():
+def test_a_numeric_score_keeps_its_trace_observation_and_environment():
     document = reference_trace()
 
     assert score_body(document, document.scores[0]) == {
-        "id": "helpfulness-4bf92f35",
+        "id": str(score_uuid(TRACE_ID, HELPFULNESS_SCORE_ID)),
         "traceId": TRACE_ID,
         "observationId": GENERATION,
         "name": "helpfulness",
@@ -460,8 +402,18 @@ def test_a_numeric_score_keeps_its_id_trace_observation_and_environment():
         "dataType": "NUMERIC",
         "source": "API",
         "comment": "clear and short",
+        "metadata": {"tracebus": {"score_id": HELPFULNESS_SCORE_ID}},
         "environment": "production",
     }
+
+
+def test_a_score_id_is_a_uuid_of_trace_and_score_id_so_no_two_traces_share_one():
+    score_id = score_uuid(TRACE_ID, HELPFULNESS_SCORE_ID)
+
+    assert score_id.version == 5
+    assert score_uuid(TRACE_ID, HELPFULNESS_SCORE_ID) == score_id  # a resend updates it
+    assert score_uuid(OTHER_TRACE_ID, HELPFULNESS_SCORE_ID) != score_id
+    assert score_uuid(TRACE_ID, RESOLVED_SCORE_ID) != score_id
 
 
 def test_a_boolean_score_is_sent_as_one_and_an_eval_source_is_kept_in_metadata():
@@ -472,4 +424,14 @@ def test_a_boolean_score_is_sent_as_one_and_an_eval_source_is_kept_in_metadata()
     assert body["value"] == 1
     assert body["dataType"] == "BOOLEAN"
     assert body["source"] == "API"
-    assert body["metadata"] == {"tracebus": {"source": "EVAL"}}
+    assert body["metadata"] == {"tracebus": {"score_id": RESOLVED_SCORE_ID, "source": "EVAL"}}
+
+
+def test_the_apps_own_score_metadata_is_kept_beside_the_tracebus_block():
+    document = reference_trace()
+    score = document.scores[0].model_copy(update={"metadata": {"rubric": "v2"}})
+
+    assert score_body(document, score)["metadata"] == {
+        "rubric": "v2",
+        "tracebus": {"score_id": HELPFULNESS_SCORE_ID},
+    }

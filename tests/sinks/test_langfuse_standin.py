@@ -8,10 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
+from documents import TRACE_ID, reference_trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from standins.langfuse import LangfuseStandIn
-from test_langfuse_mapping import TRACE_ID, reference_trace
 
 from tracebus.sinks.langfuse import to_otlp_request
 

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from documents import MS, T0, TRACE_ID, document, observation, score, summarize
 from standins.langsmith import LangSmithStandIn, ReceivedRequest
-from test_langsmith_mapping import MS, T0, TRACE_ID, document, observation, score
 
 from tracebus.schemas import TraceDocument
 from tracebus.schemas.models import Cost, Usage
-from tracebus.schemas.traces import TraceAttributes
+from tracebus.schemas.traces import Observation, TraceAttributes
 from tracebus.sinks.exporter import Exporter, ExportError
 from tracebus.sinks.langsmith import LangSmithExporter, feedback_uuid, run_uuid, trace_uuid
 
@@ -263,12 +263,12 @@ def test_the_reference_trace_arrives_as_complete_runs_in_one_request(
     assert event["start_time"] == event["end_time"] == "2026-01-01T00:00:00.005000+00:00"
 
     feedback = langsmith.feedback
-    helpfulness = feedback[str(feedback_uuid("helpfulness-1"))]
+    helpfulness = feedback[str(feedback_uuid(TRACE_ID, "helpfulness-1"))]
     assert helpfulness["run_id"] == generation_id
     assert helpfulness["trace_id"] == root_id
     assert helpfulness["key"] == "helpfulness"
     assert helpfulness["score"] == 0.9
-    verdict = feedback[str(feedback_uuid("verdict-1"))]
+    verdict = feedback[str(feedback_uuid(TRACE_ID, "verdict-1"))]
     assert verdict["run_id"] == root_id
     assert verdict["value"] == "resolved"
 
@@ -326,6 +326,65 @@ def test_several_documents_travel_in_one_request(langsmith: LangSmithStandIn) ->
     assert len(langsmith.runs) == 7
 
 
+# -- orphans and missing roots ---------------------------------------------------------------
+
+MISSING = "f00000000000000f"
+
+
+@pytest.mark.parametrize(
+    ("observations", "synthetic"),
+    [
+        (
+            [observation(ROOT), observation(TOOL, MISSING, start_ms=5)],
+            False,
+        ),
+        (
+            [observation(TOOL, MISSING, start_ms=5), observation(LATE, "e00000000000000e")],
+            True,
+        ),
+        (
+            [observation(ROOT), observation(TOOL, start_ms=5)],
+            True,
+        ),
+    ],
+    ids=["orphan under the root", "only orphans", "two without a parent"],
+)
+def test_a_trace_with_orphans_or_without_one_root_arrives_as_one_tree(
+    langsmith: LangSmithStandIn, observations: list[Observation], synthetic: bool
+) -> None:
+    doc = document(*observations)
+
+    export(langsmith, doc)
+
+    assert [request.status for request in langsmith.requests] == [202]
+    root_id = str(trace_uuid(TRACE_ID))
+    runs = langsmith.runs
+    assert [run["id"] for run in runs.values() if "parent_run_id" not in run] == [root_id]
+    assert langsmith.run(root_id)["extra"]["metadata"].get("tracebus_synthetic_root") is (
+        True if synthetic else None
+    )
+    observed = {run["extra"]["metadata"].get("tracebus_observation_id") for run in runs.values()}
+    assert {o.observation_id for o in observations} <= observed
+    assert all(run["parent_run_id"] in runs for run in runs.values() if run["id"] != root_id)
+
+
+def test_the_parts_of_a_trace_without_a_root_share_one_synthetic_root_sent_once(
+    langsmith: LangSmithStandIn,
+) -> None:
+    first, second = observation(TOOL, MISSING, start_ms=5), observation(LATE, MISSING, start_ms=9)
+    publication = {"parts": 2, "summary": summarize(first, second)}
+    parts = [document(first, part=1, **publication), document(second, part=2, **publication)]
+
+    export(langsmith, *parts)
+    export(langsmith, parts[1])  # alone later: the root is known, the rest is delivered
+
+    root = langsmith.run(trace_uuid(TRACE_ID))
+    assert root["extra"]["metadata"]["tracebus_synthetic_root"] is True
+    assert len(langsmith.runs) == 3
+    assert langsmith.requests[0].status == 202
+    assert {request.status for request in langsmith.requests[1:]} == {409}
+
+
 def test_nothing_to_send_sends_nothing(langsmith: LangSmithStandIn) -> None:
     export(langsmith)
     assert langsmith.requests == []
@@ -347,17 +406,17 @@ def test_the_workspace_is_named_in_x_tenant_id(langsmith: LangSmithStandIn) -> N
 # -- failures --------------------------------------------------------------------------------
 
 
-def test_a_trace_that_is_not_one_tree_fails_permanently_before_any_request(
+def test_a_trace_whose_parents_form_a_cycle_fails_permanently_before_any_request(
     langsmith: LangSmithStandIn,
 ) -> None:
-    orphan = document(observation(ROOT), observation(TOOL, "f00000000000000f"))
+    cycle = document(observation(ROOT), observation(TOOL, LATE), observation(LATE, TOOL))
 
-    error = export_error(langsmith, reference_document(), orphan)
+    error = export_error(langsmith, reference_document(), cycle)
 
     assert not error.retryable
     assert error.whole_batch
     assert TRACE_ID in str(error)
-    assert "neither in the document nor in its ancestors" in str(error)
+    assert f"cycle: {TOOL} -> {LATE} -> {TOOL}" in str(error)
     assert langsmith.requests == []
 
 
@@ -383,7 +442,8 @@ def test_a_value_json_cannot_carry_fails_that_trace_permanently_before_any_reque
         (413, False, True),
         (422, False, True),
         (400, False, True),
-        (403, False, False),
+        (401, True, False),  # a bad key fails every trace alike: retried until it is fixed
+        (403, True, False),
     ],
 )
 def test_an_error_status_becomes_an_export_error_of_its_kind(
@@ -422,7 +482,9 @@ def test_a_batch_over_the_configured_limit_is_refused_without_sending(
     assert langsmith.requests == []
 
 
-def test_a_wrong_api_key_is_a_permanent_401(langsmith: LangSmithStandIn) -> None:
+def test_a_wrong_api_key_is_a_retryable_401_that_never_shows_the_key(
+    langsmith: LangSmithStandIn,
+) -> None:
     exporter_key = "lsv2_pt_wrong_key_0123456789"
 
     async def run() -> None:
@@ -434,7 +496,7 @@ def test_a_wrong_api_key_is_a_permanent_401(langsmith: LangSmithStandIn) -> None
 
     with pytest.raises(ExportError) as caught:
         asyncio.run(run())
-    assert (caught.value.status, caught.value.retryable) == (401, False)
+    assert (caught.value.status, caught.value.retryable) == (401, True)
     assert exporter_key not in str(caught.value)
 
 
@@ -493,8 +555,8 @@ def test_each_run_is_a_post_part_with_a_part_per_big_field_then_the_feedback(
         f"post.{generation_id}.extra",
     ]
     assert names[-2:] == [
-        f"feedback.{feedback_uuid('helpfulness-1')}",
-        f"feedback.{feedback_uuid('verdict-1')}",
+        f"feedback.{feedback_uuid(TRACE_ID, 'helpfulness-1')}",
+        f"feedback.{feedback_uuid(TRACE_ID, 'verdict-1')}",
     ]
     for part in request.parts:
         assert part.headers["content-type"] == "application/json"

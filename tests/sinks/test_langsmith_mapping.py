@@ -7,11 +7,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from documents import MS, ROOT, T0, TRACE_ID, document, observation, score, summarize
 
-from tracebus.schemas import ScoreEvent, TraceDocument
+from tracebus.schemas import TraceDocument
 from tracebus.schemas.models import Cost, Usage
-from tracebus.schemas.traces import Observation, ObservationRef, TraceAttributes, TraceSummary
+from tracebus.schemas.traces import Observation, ObservationRef, TraceAttributes
 from tracebus.sinks.langsmith import (
+    RootKind,
     TreeError,
     feedback_uuid,
     langsmith_trace,
@@ -21,86 +23,20 @@ from tracebus.sinks.langsmith import (
     usage_metadata,
 )
 
-TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
-T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
-MS = 1_000_000
 PROJECT = "tracebus-tests"
 
 
-def observation(
-    observation_id: str,
-    parent: str | None = None,
-    *,
-    start_ms: float = 0,
-    end_ms: float = 10,
-    kind: str = "span",
-    name: str | None = None,
-    **fields: Any,
-) -> Observation:
-    start, end = T0 + int(start_ms * MS), T0 + int(end_ms * MS)
-    return Observation(
-        observation_id=observation_id,
-        parent_observation_id=parent,
-        kind=kind,
-        name=name or f"{kind}-{observation_id[-2:]}",
-        start_time_unix_nano=start,
-        end_time_unix_nano=end,
-        duration_ms=max(end - start, 0) / MS,
-        **fields,
-    )
-
-
-def document(
-    *observations: Observation,
-    ancestors: list[ObservationRef] | None = None,
-    scores: list[ScoreEvent] | None = None,
-    trace: TraceAttributes | None = None,
-    trace_id: str = TRACE_ID,
-    **fields: Any,
-) -> TraceDocument:
-    starts = [o.start_time_unix_nano for o in observations] or [T0]
-    ends = [o.end_time_unix_nano for o in observations] or [T0]
-    return TraceDocument(
-        schema_version=1,
-        trace_id=trace_id,
-        revision=fields.pop("revision", 1),
-        completed_by="root_ended",
-        published_at_unix_nano=max(ends),
-        trace=trace or TraceAttributes(),
-        observations=list(observations),
-        ancestors=ancestors or [],
-        scores=scores or [],
-        summary=TraceSummary(
-            start_time_unix_nano=min(starts),
-            end_time_unix_nano=max(ends),
-            duration_ms=(max(ends) - min(starts)) / MS,
-            observation_count=len(observations),
-        ),
-        **fields,
-    )
-
-
-def score(score_id: str, observation_id: str | None, value: Any, data_type: str) -> ScoreEvent:
-    return ScoreEvent(
-        schema_version=1,
-        event_id=f"event-{score_id}",
-        trace_id=TRACE_ID,
-        timestamp_unix_nano=T0 + 500 * MS,
-        type="score",
-        score_id=score_id,
-        observation_id=observation_id,
-        name="helpfulness",
-        value=value,
-        data_type=data_type,
-    )
-
-
 def runs_by_observation(doc: TraceDocument) -> dict[str, dict[str, Any]]:
+    """The runs of the observations of `doc`, by observation id (a synthetic root has none)."""
     runs = langsmith_trace(doc, project=PROJECT).runs
-    return {run["extra"]["metadata"]["tracebus_observation_id"]: run for run in runs}
+    return {
+        run["extra"]["metadata"]["tracebus_observation_id"]: run
+        for run in runs
+        if "tracebus_observation_id" in run["extra"]["metadata"]
+    }
 
 
-ROOT, CHILD, GRANDCHILD = "00f067aa0ba902b7", "b7ad6b7169203331", "1111111111111111"
+CHILD, GRANDCHILD = "b7ad6b7169203331", "1111111111111111"
 
 
 # -- ids -------------------------------------------------------------------------------------
@@ -124,9 +60,10 @@ def test_other_run_ids_are_uuid7_stamped_with_the_start_ms_and_stable_across_rep
     assert run_uuid("0" * 31 + "1", CHILD, start) != run_id  # span ids are only unique per trace
 
 
-def test_feedback_ids_are_stable_uuids_of_the_score_id() -> None:
-    assert feedback_uuid("score-1") == feedback_uuid("score-1")
-    assert feedback_uuid("score-1") != feedback_uuid("score-2")
+def test_feedback_ids_are_stable_uuids_of_trace_and_score_id() -> None:
+    assert feedback_uuid(TRACE_ID, "score-1") == feedback_uuid(TRACE_ID, "score-1")
+    assert feedback_uuid(TRACE_ID, "score-1") != feedback_uuid(TRACE_ID, "score-2")
+    assert feedback_uuid(TRACE_ID, "score-1") != feedback_uuid("1" * 32, "score-1")
 
 
 # -- tree and dotted order -------------------------------------------------------------------
@@ -197,31 +134,148 @@ def test_a_later_part_places_its_runs_with_its_ancestors_exactly_like_the_whole_
     assert alone[GRANDCHILD]["parent_run_id"] == whole[CHILD]["id"]
 
 
+# -- orphans and missing roots ---------------------------------------------------------------
+
+MISSING, ALSO_MISSING = "9999999999999999", "8888888888888888"
+
+
+def test_an_orphan_hangs_under_the_root_run_and_names_the_parent_that_never_came() -> None:
+    doc = document(
+        observation(ROOT, start_ms=1),
+        observation(CHILD, MISSING, start_ms=2, flags=["orphan"]),
+        observation(GRANDCHILD, CHILD, start_ms=3),
+    )
+    runs = runs_by_observation(doc)
+    orphan = runs[CHILD]
+    assert orphan["parent_run_id"] == runs[ROOT]["id"] == str(trace_uuid(TRACE_ID))
+    assert orphan["dotted_order"] == (
+        f"{runs[ROOT]['dotted_order']}.20260101T000000002000Z{orphan['id']}"
+    )
+    metadata = orphan["extra"]["metadata"]
+    assert metadata["tracebus_missing_parent"] == MISSING
+    assert metadata["tracebus_attached_to_root"] is True
+    assert metadata["tracebus_flags"] == ["orphan"]
+    # Below the orphan, the tree is the app's own.
+    assert runs[GRANDCHILD]["parent_run_id"] == orphan["id"]
+    for key in ("tracebus_missing_parent", "tracebus_attached_to_root"):
+        assert key not in runs[GRANDCHILD]["extra"]["metadata"]
+        assert key not in runs[ROOT]["extra"]["metadata"]
+
+
+def test_a_trace_of_only_orphans_gets_a_synthetic_root_run_spanning_the_trace() -> None:
+    trace = TraceAttributes(
+        name="support-chat", tags=["beta"], input={"q": 1}, output="done", user_id="u-7"
+    )
+    doc = document(
+        observation(CHILD, MISSING, start_ms=5, end_ms=20, flags=["orphan"]),
+        observation(GRANDCHILD, ALSO_MISSING, start_ms=2, end_ms=30, flags=["orphan"]),
+        trace=trace,
+        scores=[score("s-1", None, 0.5, "NUMERIC")],
+    )
+    trace_run = langsmith_trace(doc, project=PROJECT)
+    root, *others = trace_run.runs
+    root_id = str(trace_uuid(TRACE_ID))
+    assert root["id"] == root["trace_id"] == root_id
+    assert "parent_run_id" not in root
+    assert root["dotted_order"] == f"20260101T000000002000Z{root_id}"
+    assert root["name"] == "support-chat"
+    assert root["run_type"] == "chain"
+    assert root["session_name"] == PROJECT
+    assert root["start_time"] == datetime(2026, 1, 1, 0, 0, 0, 2000, tzinfo=UTC)
+    assert root["end_time"] == datetime(2026, 1, 1, 0, 0, 0, 30000, tzinfo=UTC)
+    assert root["inputs"] == {"q": 1}
+    assert root["outputs"] == {"output": "done"}
+    assert root["tags"] == ["beta"]
+    assert root["extra"]["metadata"]["tracebus_synthetic_root"] is True
+    assert root["extra"]["metadata"]["user_id"] == "u-7"
+    assert {run["extra"]["metadata"]["tracebus_missing_parent"] for run in others} == {
+        MISSING,
+        ALSO_MISSING,
+    }
+    assert {run["parent_run_id"] for run in others} == {root_id}
+    assert all(run["dotted_order"].startswith(f"{root['dotted_order']}.") for run in others)
+    (feedback,) = trace_run.feedback
+    assert feedback["run_id"] == root_id  # a trace score goes to the synthetic root
+
+
+def test_without_a_trace_name_the_synthetic_root_is_called_trace() -> None:
+    doc = document(observation(CHILD, MISSING))
+    assert langsmith_trace(doc, project=PROJECT).runs[0]["name"] == "trace"
+
+
+def test_two_observations_without_a_parent_hang_under_a_synthetic_root() -> None:
+    doc = document(observation(ROOT, start_ms=1), observation(CHILD, start_ms=4))
+    tree = place_runs(doc)
+    assert tree.root_kind == RootKind.SYNTHETIC
+    runs = runs_by_observation(doc)
+    for observation_id in (ROOT, CHILD):
+        assert runs[observation_id]["parent_run_id"] == str(trace_uuid(TRACE_ID))
+        assert runs[observation_id]["id"] != str(trace_uuid(TRACE_ID))
+        assert runs[observation_id]["extra"]["metadata"]["tracebus_attached_to_root"] is True
+        assert "tracebus_missing_parent" not in runs[observation_id]["extra"]["metadata"]
+
+
+def test_a_declared_root_takes_in_the_other_observations_without_a_parent() -> None:
+    doc = document(observation(ROOT), observation(CHILD, start_ms=3), root_observation_id=ROOT)
+    runs = runs_by_observation(doc)
+    assert runs[ROOT]["id"] == str(trace_uuid(TRACE_ID))
+    assert runs[CHILD]["parent_run_id"] == runs[ROOT]["id"]
+    assert runs[CHILD]["extra"]["metadata"]["tracebus_attached_to_root"] is True
+
+
+def test_a_part_whose_root_is_in_another_part_hangs_its_orphans_under_that_root() -> None:
+    # Part 1 holds the root, which starts the trace; part 2 holds only an orphan, so the root is
+    # not among its ancestors: its run is referred to, not sent again.
+    root, orphan = observation(ROOT, end_ms=50), observation(CHILD, MISSING, start_ms=5)
+    shared = {"parts": 2, "root_observation_id": ROOT, "summary": summarize(root, orphan)}
+    part_one, part_two = document(root, part=1, **shared), document(orphan, part=2, **shared)
+    assert place_runs(part_two).root_kind == RootKind.ELSEWHERE
+    (run,) = langsmith_trace(part_two, project=PROJECT).runs
+    (part_one_root,) = langsmith_trace(part_one, project=PROJECT).runs
+    assert run["parent_run_id"] == part_one_root["id"]
+    assert run["dotted_order"].startswith(f"{part_one_root['dotted_order']}.")
+    assert run["extra"]["metadata"]["tracebus_missing_parent"] == MISSING
+
+
+def test_without_a_declared_root_the_one_ancestor_without_a_parent_is_the_root() -> None:
+    root = ObservationRef(observation_id=ROOT, start_time_unix_nano=T0)
+    part = document(observation(CHILD, ROOT, start_ms=1), ancestors=[root], part=2)
+    tree = place_runs(part)
+    assert tree.root_kind == RootKind.ELSEWHERE
+    assert tree.placements[CHILD].parent_run_id == trace_uuid(TRACE_ID)
+    assert list(runs_by_observation(part)) == [CHILD]  # the root is sent by its own part
+
+
+def test_a_whole_trace_without_the_root_it_declares_is_placed_as_if_none_was_declared() -> None:
+    doc = document(observation(CHILD), root_observation_id=ROOT, part=1, parts=1)
+    tree = place_runs(doc)
+    assert tree.root_kind == RootKind.OBSERVATION
+    assert tree.root.run_id == tree.placements[CHILD].run_id == trace_uuid(TRACE_ID)
+
+
 @pytest.mark.parametrize(
     ("observations", "problem"),
     [
-        ([observation(ROOT), observation(CHILD, "9999999999999999")], "neither in the document"),
-        ([observation(ROOT), observation(CHILD)], "2 roots"),
-        ([observation(ROOT, CHILD), observation(CHILD, ROOT)], "no root"),
         (
             [observation(ROOT), observation(CHILD, GRANDCHILD), observation(GRANDCHILD, CHILD)],
-            "cycle",
+            f"cycle: {CHILD} -> {GRANDCHILD} -> {CHILD}",
         ),
+        ([observation(ROOT, CHILD), observation(CHILD, ROOT)], "cycle"),
         ([observation(ROOT), observation(ROOT, start_ms=1)], "more than once"),
         ([], "no observations"),
     ],
-    ids=["missing parent", "two roots", "no root", "cycle", "duplicate id", "empty"],
+    ids=["cycle", "cycle without root", "duplicate id", "empty"],
 )
-def test_a_document_that_is_not_one_tree_is_refused_naming_the_problem(
+def test_a_document_that_cannot_be_one_tree_is_refused_naming_the_problem(
     observations: list[Observation], problem: str
 ) -> None:
     with pytest.raises(TreeError, match=problem):
         place_runs(document(*observations))
 
 
-def test_a_declared_root_that_is_not_the_parentless_observation_is_refused() -> None:
+def test_a_declared_root_that_has_a_parent_is_refused() -> None:
     doc = document(observation(ROOT), observation(CHILD, ROOT), root_observation_id=CHILD)
-    with pytest.raises(TreeError, match=f"root_observation_id is {CHILD}"):
+    with pytest.raises(TreeError, match=f"root_observation_id is {CHILD} but it has parent"):
         place_runs(doc)
 
 
@@ -415,7 +469,7 @@ def test_scores_become_feedback_on_their_observations_run_with_a_stable_id() -> 
         scores=[score("s-1", CHILD, 0.9, "NUMERIC"), score("s-2", None, "good", "CATEGORICAL")],
     )
     numeric, categorical = langsmith_trace(doc, project=PROJECT).feedback
-    assert numeric["id"] == str(feedback_uuid("s-1"))
+    assert numeric["id"] == str(feedback_uuid(TRACE_ID, "s-1"))
     assert numeric["run_id"] == str(run_uuid(TRACE_ID, CHILD, T0 + 2 * MS))
     assert numeric["trace_id"] == str(trace_uuid(TRACE_ID))
     assert numeric["key"] == "helpfulness"

@@ -11,12 +11,13 @@ import httpx
 import orjson
 import pytest
 import zstandard
+from documents import document, observation
 from standins.langsmith import CONFLICT, LangSmithStandIn
-from test_langsmith_mapping import PROJECT, document, observation
 
 from tracebus.sinks.langsmith import langsmith_trace
 from tracebus.sinks.langsmith.multipart import Part, encode, run_parts
 
+PROJECT = "tracebus-tests"
 BOUNDARY = "standinboundary"
 Run = dict[str, Any]
 

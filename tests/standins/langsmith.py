@@ -118,6 +118,12 @@ class Rejected(Exception):
         self.detail = detail
 
 
+class _Server(ThreadingHTTPServer):
+    # The exporter resends up to 8 items at once after a 409: beyond the default listen backlog
+    # of 5, a connection waits for the 1 s SYN retransmit and the tests become slow and flaky.
+    request_queue_size = 64
+
+
 class LangSmithStandIn:
     def __init__(
         self,
@@ -156,7 +162,7 @@ class LangSmithStandIn:
     def start(self) -> None:
         """Listen on a free port of 127.0.0.1, or on the previous port after `go_down`."""
         handler = type("Handler", (_Handler,), {"standin": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
+        self._server = _Server(("127.0.0.1", self._port), handler)
         self._port = self._server.server_address[1]
         self._release_hung.clear()
         self._thread = threading.Thread(

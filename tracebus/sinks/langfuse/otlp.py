@@ -82,7 +82,32 @@ def to_otlp_request(documents: Sequence[TraceDocument]) -> ExportTraceServiceReq
 
 def document_spans(document: TraceDocument) -> list[Span]:
     shared = trace_attributes(document)
-    return [_span(document, observation, shared) for observation in document.observations]
+    carrier = trace_io_observation_id(document)
+    return [
+        _span(document, observation, shared, carries_trace_io=observation.observation_id == carrier)
+        for observation in document.observations
+    ]
+
+
+def trace_io_observation_id(document: TraceDocument) -> str | None:
+    """The observation whose span carries the trace's input and output: the root; without one,
+    the earliest observation without a parent, else the earliest whose parent never arrived.
+
+    An orphan keeps its parentSpanId (Langfuse accepts an unknown parent, and the tracebus
+    flags in its metadata say why the tree is broken), so only the trace I/O needs a home."""
+    if document.root_observation_id is not None:
+        return document.root_observation_id
+    known = {o.observation_id for o in (*document.ancestors, *document.observations)}
+    parentless = [o for o in document.observations if o.parent_observation_id is None]
+    orphans = [
+        o
+        for o in document.observations
+        if o.parent_observation_id is not None and o.parent_observation_id not in known
+    ]
+    tops = parentless or orphans
+    if not tops:
+        return None  # no top here: they are in other parts, or on a cycle
+    return min(tops, key=lambda o: o.start_time_unix_nano).observation_id
 
 
 def trace_attributes(document: TraceDocument) -> dict[str, AttributeValue]:
@@ -139,10 +164,14 @@ def iso_8601(unix_nano: int) -> str:
 
 
 def _span(
-    document: TraceDocument, observation: Observation, shared: dict[str, AttributeValue]
+    document: TraceDocument,
+    observation: Observation,
+    shared: dict[str, AttributeValue],
+    *,
+    carries_trace_io: bool,
 ) -> Span:
     attributes = {**observation_attributes(document, observation), **shared}
-    if observation.observation_id == document.root_observation_id:
+    if carries_trace_io:
         # Deprecated in v4 but still read; older servers show them on the trace.
         attributes.update(
             _present(

@@ -77,7 +77,7 @@ class LangSmithExporter:
         return f"LangSmithExporter(api_url={self.api_url!r}, project={self.project!r})"
 
     async def export(self, documents: Sequence[TraceDocument]) -> None:
-        items = [item for document in documents for item in self._items(document)]
+        items = _each_once([item for document in documents for item in self._items(document)])
         if items:
             await self._deliver(items)
 
@@ -142,6 +142,19 @@ class LangSmithExporter:
             return True
         check_response(response, DESTINATION)
         return False
+
+
+def _each_once(items: Sequence[Item]) -> list[Item]:
+    """`items` without exact repeats, in order. The parts of a trace without a root each carry
+    the same synthetic root run, and LangSmith refuses a request that holds a run twice."""
+    seen: set[tuple[Part, ...]] = set()
+    unique: list[Item] = []
+    for item in items:
+        key = tuple(item)
+        if key not in seen:
+            seen.add(key)
+            unique.append(item)
+    return unique
 
 
 def _version() -> str:

@@ -44,6 +44,7 @@ def run_uuid(trace_id: str, observation_id: str, start_time_unix_nano: int) -> u
     return uuid.UUID(int=value)
 
 
-def feedback_uuid(score_id: str) -> uuid.UUID:
-    """A UUIDv5 of the score id: sending the same score again names the same feedback."""
-    return uuid.uuid5(_FEEDBACK_NAMESPACE, score_id)
+def feedback_uuid(trace_id: str, score_id: str) -> uuid.UUID:
+    """A UUIDv5 of trace and score id: sending the same score again names the same feedback,
+    and equal score ids of different traces never collide (feedback ids are workspace-wide)."""
+    return uuid.uuid5(_FEEDBACK_NAMESPACE, f"{trace_id}:{score_id}")

@@ -15,7 +15,14 @@ from tracebus.schemas import Level, ObservationKind, ScoreDataType, ScoreSource,
 from tracebus.schemas.models import Cost, ScoreEvent, Usage
 from tracebus.schemas.traces import Observation
 from tracebus.sinks.langsmith.ids import feedback_uuid, trace_uuid
-from tracebus.sinks.langsmith.tree import Placement, place_runs, utc_datetime
+from tracebus.sinks.langsmith.tree import (
+    Placement,
+    RootKind,
+    RunTree,
+    place_runs,
+    trace_end_unix_nano,
+    utc_datetime,
+)
 
 RUN_TYPES: dict[str, str] = {
     ObservationKind.GENERATION: "llm",
@@ -24,6 +31,7 @@ RUN_TYPES: dict[str, str] = {
     ObservationKind.EMBEDDING: "embedding",
 }
 DEFAULT_RUN_TYPE = "chain"
+SYNTHETIC_ROOT_NAME = "trace"  # the synthetic root's name when the trace has none
 # LangChain's conventions for the model parameters LangSmith shows next to the model.
 _LS_PARAMETERS = {"temperature": "ls_temperature", "max_tokens": "ls_max_tokens", "stop": "ls_stop"}
 _FEEDBACK_SOURCE_TYPES = {ScoreSource.EVAL: "model"}  # LangSmith knows "api" and "model"
@@ -42,14 +50,17 @@ class LangSmithTrace:
 
 def langsmith_trace(document: TraceDocument, *, project: str) -> LangSmithTrace:
     """Map `document` to LangSmith runs in project `project`; raises TreeError when the
-    observations do not form one tree."""
-    placements = place_runs(document)
+    observations cannot form one tree (see tree.py for how orphans and missing roots are
+    placed)."""
+    tree = place_runs(document)
     runs = [
-        _run(document, observation, placements[observation.observation_id], project)
+        _run(document, observation, tree.placements[observation.observation_id], project)
         for observation in document.observations
     ]
+    if tree.root_kind == RootKind.SYNTHETIC:
+        runs.append(_synthetic_root_run(document, tree.root, project))
     runs.sort(key=lambda run: run["dotted_order"])
-    feedback = [_feedback(document, score, placements) for score in document.scores]
+    feedback = [_feedback(document, score, tree) for score in document.scores]
     return LangSmithTrace(runs, feedback)
 
 
@@ -135,14 +146,8 @@ def _run(
     if is_root:
         inputs = trace.input if inputs is None else inputs
         outputs = trace.output if outputs is None else outputs
-    run: Run = {
-        "id": str(placement.run_id),
-        "trace_id": str(trace_uuid(document.trace_id)),
-    }
-    if placement.parent_run_id is not None:
-        run["parent_run_id"] = str(placement.parent_run_id)
+    run = _run_head(document, placement)
     run |= {
-        "dotted_order": placement.dotted_order,
         "name": (trace.name or observation.name) if is_root else observation.name,
         "run_type": run_type(observation.kind),
         "start_time": placement.start_time,
@@ -156,9 +161,41 @@ def _run(
     if observation.completion_start_time_unix_nano is not None:
         first_token = utc_datetime(observation.completion_start_time_unix_nano)
         run["events"] = [{"name": "new_token", "time": first_token.isoformat()}]
-    run["extra"] = _extra(document, observation)
+    run["extra"] = _extra(document, observation, placement)
     if observation.level == Level.ERROR:
         run["error"] = observation.status_message or "ERROR"
+    return run
+
+
+def _synthetic_root_run(document: TraceDocument, root: Placement, project: str) -> Run:
+    """The root run of a trace none of whose observations can be it (see tree.py).
+
+    It holds only what belongs to the trace, so every part of a publication makes the same run:
+    LangSmith answers 409 to the repeats and the exporter sends it once per request."""
+    trace = document.trace
+    run = _run_head(document, root)
+    run |= {
+        "name": trace.name or SYNTHETIC_ROOT_NAME,
+        "run_type": DEFAULT_RUN_TYPE,
+        "start_time": root.start_time,
+        "end_time": max(utc_datetime(trace_end_unix_nano(document)), root.start_time),
+        "session_name": project,
+    }
+    if trace.tags:
+        run["tags"] = list(trace.tags)
+    run["inputs"] = as_object(trace.input, "input")
+    run["outputs"] = as_object(trace.output, "output")
+    metadata = {**trace.metadata, **_trace_metadata(document), "tracebus_synthetic_root": True}
+    run["extra"] = {"metadata": metadata}
+    return run
+
+
+def _run_head(document: TraceDocument, placement: Placement) -> Run:
+    """Ids and dotted order, first in the run as the SDK orders them."""
+    run: Run = {"id": str(placement.run_id), "trace_id": str(trace_uuid(document.trace_id))}
+    if placement.parent_run_id is not None:
+        run["parent_run_id"] = str(placement.parent_run_id)
+    run["dotted_order"] = placement.dotted_order
     return run
 
 
@@ -171,12 +208,10 @@ def _outputs(value: JsonValue, observation: Observation) -> dict[str, JsonValue]
     return outputs
 
 
-def _extra(document: TraceDocument, observation: Observation) -> dict[str, Any]:
+def _trace_metadata(document: TraceDocument) -> dict[str, Any]:
+    """The metadata keys every run of the trace carries, its None values left out."""
     trace = document.trace
-    parameters = observation.model_parameters or {}
-    is_llm = run_type(observation.kind) == "llm"
-    # Ours win over user keys of the same name: LangSmith gives these keys a meaning.
-    ours: dict[str, Any] = {
+    keys: dict[str, Any] = {
         "user_id": trace.user_id,
         # Every run carries the thread key, or LangSmith leaves its tokens out of thread totals.
         "session_id": trace.session_id,
@@ -184,14 +219,26 @@ def _extra(document: TraceDocument, observation: Observation) -> dict[str, Any]:
         "environment": trace.environment,
         "release": trace.release,
         "revision_id": trace.release,  # LangSmith's name for the app version
+        "tracebus_trace_id": document.trace_id,
+        "tracebus_revision": document.revision,
+    }
+    return {key: value for key, value in keys.items() if value is not None}
+
+
+def _extra(
+    document: TraceDocument, observation: Observation, placement: Placement
+) -> dict[str, Any]:
+    parameters = observation.model_parameters or {}
+    is_llm = run_type(observation.kind) == "llm"
+    # Ours win over user keys of the same name: LangSmith gives these keys a meaning.
+    ours: dict[str, Any] = {
+        **_trace_metadata(document),
         "ls_provider": observation.provider,
         "ls_model_name": observation.model,
         "ls_model_type": "chat" if is_llm and observation.model else None,
         **{ls_key: parameters.get(key) for key, ls_key in _LS_PARAMETERS.items()},
-        "tracebus_trace_id": document.trace_id,
         "tracebus_observation_id": observation.observation_id,
         "tracebus_kind": observation.kind,
-        "tracebus_revision": document.revision,
         "tracebus_level": None if observation.level == Level.DEFAULT else observation.level,
         "tracebus_status_message": (
             None if observation.level == Level.ERROR else observation.status_message
@@ -206,9 +253,12 @@ def _extra(document: TraceDocument, observation: Observation) -> dict[str, Any]:
         ),
         "tracebus_usage_other": observation.usage.other if observation.usage else None,
         "tracebus_cost_other": observation.cost.other if observation.cost else None,
+        # The tree LangSmith shows is not the app's here: say so, and what the app said.
+        "tracebus_attached_to_root": placement.attached_to_root or None,
+        "tracebus_missing_parent": placement.missing_parent,
     }
     metadata = {
-        **trace.metadata,
+        **document.trace.metadata,
         **(observation.metadata or {}),
         **{key: value for key, value in ours.items() if value is not None},
     }
@@ -218,18 +268,15 @@ def _extra(document: TraceDocument, observation: Observation) -> dict[str, Any]:
     return extra
 
 
-def _feedback(
-    document: TraceDocument, score: ScoreEvent, placements: dict[str, Placement]
-) -> Feedback:
-    root = next(p for p in placements.values() if p.parent_run_id is None)
-    target = placements.get(score.observation_id or "", root)
+def _feedback(document: TraceDocument, score: ScoreEvent, tree: RunTree) -> Feedback:
+    target = tree.placements.get(score.observation_id or "", tree.root)
     extra: dict[str, Any] = dict(score.metadata or {})
-    if score.observation_id is not None and score.observation_id not in placements:
+    if score.observation_id is not None and score.observation_id not in tree.placements:
         # Its observation is in another part of the trace: the run id needs that
         # observation's start time, so the score goes to the trace and says where it belongs.
         extra["tracebus_observation_id"] = score.observation_id
     feedback: Feedback = {
-        "id": str(feedback_uuid(score.score_id)),
+        "id": str(feedback_uuid(score.trace_id, score.score_id)),
         "run_id": str(target.run_id),
         "trace_id": str(trace_uuid(document.trace_id)),
         "key": score.name,
