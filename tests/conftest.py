@@ -24,19 +24,24 @@ def broker() -> Iterator[EmbeddedBroker]:
     embedded.stop()
 
 
-@pytest.fixture
-def kafka(broker: EmbeddedBroker) -> KafkaSettings:
-    """Settings pointing at the session broker, with topics of this test's own."""
+def fresh_settings(bootstrap_servers: str) -> KafkaSettings:
+    """Settings with newly created topics of their own, so tests never see each other's data."""
     suffix = uuid.uuid4().hex[:8]
     settings = KafkaSettings(
-        bootstrap_servers=broker.bootstrap_servers,
+        bootstrap_servers=bootstrap_servers,
         events_topic=f"events-{suffix}",
         traces_topic=f"traces-{suffix}",
         dead_letter_topic=f"deadletter-{suffix}",
         partitions=4,
     )
-    asyncio.run(create_topics(settings.bootstrap_servers, settings.topic_partitions()))
+    asyncio.run(create_topics(bootstrap_servers, settings.topic_partitions()))
     return settings
+
+
+@pytest.fixture
+def kafka(broker: EmbeddedBroker) -> KafkaSettings:
+    """Settings pointing at the session broker, with topics of this test's own."""
+    return fresh_settings(broker.bootstrap_servers)
 
 
 def consume(
@@ -94,3 +99,12 @@ def read_batches(
 ) -> list[EventBatch]:
     """Consume the events topic from the start until `until(batches)` holds; fail at timeout."""
     return [batch for _, batch in read_records(settings, until, timeout)]
+
+
+def eventually(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll an observer outside this process (a stand-in, a file, a metrics endpoint) until
+    `condition` holds; fail naming `what` at the timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

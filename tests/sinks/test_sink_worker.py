@@ -7,8 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from conftest import consume
-from sink_helpers import SinkProcess, document, eventually, fresh_settings, publish
+from conftest import consume, eventually, fresh_settings
+from sink_helpers import SinkProcess, document, publish
 from standins.langfuse import LangfuseStandIn
 
 from tracebus.kafka import EmbeddedBroker

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from conftest import consume
+from conftest import consume, eventually
 
 from tracebus.config import KafkaSettings
-from tracebus.kafka import create_topics
 from tracebus.schemas import TraceDocument
 
 WORKER_ENV = {
@@ -25,19 +24,6 @@ WORKER_ENV = {
     "TRACEBUS_MAX_OBSERVATIONS": "20",
     "TRACEBUS_TICK_S": "0.1",
 }
-
-
-def fresh_settings(bootstrap_servers: str) -> KafkaSettings:
-    suffix = uuid.uuid4().hex[:8]
-    settings = KafkaSettings(
-        bootstrap_servers=bootstrap_servers,
-        events_topic=f"events-{suffix}",
-        traces_topic=f"traces-{suffix}",
-        dead_letter_topic=f"deadletter-{suffix}",
-        partitions=4,
-    )
-    asyncio.run(create_topics(bootstrap_servers, settings.topic_partitions()))
-    return settings
 
 
 class WorkerProcess:
@@ -112,3 +98,17 @@ def of_traces(trace_ids: set[str], revisions: int = 1) -> Callable[[list[TraceDo
         return len(best) == len(trace_ids) and min(best.values()) >= revisions
 
     return done
+
+
+def metric(port: int, name: str) -> float:
+    """The sum of a metric's samples on a worker's Prometheus endpoint (0 when unreachable)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def poll_metric(port: int, name: str, at_least: float, timeout: float) -> None:
+    eventually(lambda: metric(port, name) >= at_least, timeout, f"{name} ≥ {at_least}")

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import time
-import urllib.request
 from pathlib import Path
 
-from stream_helpers import WorkerProcess, fresh_settings, of_traces, read_documents
+from conftest import eventually, fresh_settings
+from stream_helpers import WorkerProcess, metric, of_traces, read_documents
 
 import tracebus
 from tracebus.kafka import EmbeddedBroker
 from tracebus.kafka.broker import free_port
-
-
-def records_consumed(port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith("tracebus_stream_records_total")
-    )
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)  # polling an external process's metrics endpoint
 
 
 def test_a_killed_worker_loses_no_trace_and_publishes_nothing_twice(
@@ -45,7 +27,9 @@ def test_a_killed_worker_loses_no_trace_and_publishes_nothing_twice(
             first_wave.add(root.trace_id)
         assert client.flush(10)
         read_documents(settings, of_traces(first_wave), timeout=90)
-        assert all(records_consumed(port) > 0 for port in ports), "both workers share the work"
+        assert all(metric(port, "tracebus_stream_records_total") > 0 for port in ports), (
+            "both workers share the work"
+        )
 
         open_roots = []
         for i in range(30):
@@ -54,8 +38,8 @@ def test_a_killed_worker_loses_no_trace_and_publishes_nothing_twice(
                 pass
             open_roots.append(root)
         assert client.flush(10)
-        wait_until(
-            lambda: sum(records_consumed(p) for p in ports) >= 40 + 30,
+        eventually(
+            lambda: sum(metric(p, "tracebus_stream_records_total") for p in ports) >= 40 + 30,
             30,
             "the workers to hold the open traces",
         )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stream_helpers import WorkerProcess, fresh_settings, of_traces, read_documents
+from conftest import fresh_settings
+from stream_helpers import WorkerProcess, of_traces, read_documents
 
 import tracebus
 from tracebus.kafka import EmbeddedBroker

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from conftest import consume
-from stream_helpers import WorkerProcess, fresh_settings, of_traces, read_documents
+from conftest import consume, fresh_settings
+from stream_helpers import WorkerProcess, of_traces, read_documents
 
 import tracebus
 from tracebus.config import KafkaSettings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from enum import StrEnum
 from pathlib import Path
@@ -108,6 +109,21 @@ def sink(
     console.print(f"sink {destination} delivering from {settings.traces_topic} ({exporter!r})")
     asyncio.run(_run_until_signalled(runtime))
     console.print(f"sink {destination} stopped")
+
+
+def exporter_from_environment(destination: Destination, out: Path) -> Exporter:
+    """The destination's exporter with credentials from TRACEBUS_* variables."""
+    env = os.environ
+    return _exporter(
+        destination,
+        out,
+        env.get("TRACEBUS_LANGFUSE_HOST", "https://cloud.langfuse.com"),
+        env.get("TRACEBUS_LANGFUSE_PUBLIC_KEY"),
+        env.get("TRACEBUS_LANGFUSE_SECRET_KEY"),
+        env.get("TRACEBUS_LANGSMITH_ENDPOINT", "https://api.smith.langchain.com"),
+        env.get("TRACEBUS_LANGSMITH_API_KEY"),
+        env.get("TRACEBUS_LANGSMITH_PROJECT", "tracebus"),
+    )
 
 
 def _exporter(

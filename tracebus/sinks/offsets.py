@@ -14,12 +14,14 @@ class PartitionOffsets:
     def __init__(self) -> None:
         self._taken: deque[int] = deque()
         self._done: set[int] = set()
+        self.last_done: int | None = None
 
     def taken(self, offset: int) -> None:
         self._taken.append(offset)
 
     def done(self, offset: int) -> None:
         self._done.add(offset)
+        self.last_done = offset if self.last_done is None else max(self.last_done, offset)
 
     @property
     def pending(self) -> int:

@@ -30,6 +30,37 @@ log = logging.getLogger("tracebus.sink")
 _DELIVERED_MEMORY = 100_000
 
 
+@dataclass(frozen=True)
+class ReplayRange:
+    """Offsets to re-deliver: from `start` (inclusive) to `end` (exclusive), per partition."""
+
+    start: dict[TopicPartition, int]
+    end: dict[TopicPartition, int]
+    # Record timestamps (ms) bounding the range; offsets from a time lookup can be coarse.
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+    def excludes(self, timestamp_ms: int) -> bool:
+        return (self.since_ms is not None and timestamp_ms < self.since_ms) or (
+            self.until_ms is not None and timestamp_ms >= self.until_ms
+        )
+
+    @property
+    def total(self) -> int:
+        return sum(max(self.end[p] - self.start.get(p, 0), 0) for p in self.end)
+
+
+ONLY_SINK_HEADER = "tracebus-only-sink"
+
+
+@dataclass
+class DeliveryCounts:
+    delivered: int = 0
+    superseded: int = 0
+    retries: int = 0
+    dead_lettered: int = 0
+
+
 @dataclass(slots=True)
 class Item:
     """One record of the traces topic on its way to the destination."""
@@ -47,8 +78,11 @@ class DeliveryRuntime:
         exporter: Exporter,
         settings: SinkSettings,
         metrics: SinkMetrics | None = None,
+        replay: ReplayRange | None = None,
     ) -> None:
         self.exporter = exporter
+        self.replay = replay
+        self.counts = DeliveryCounts()
         self.settings = settings
         self.metrics = metrics or SinkMetrics(exporter.name)
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
@@ -81,9 +115,15 @@ class DeliveryRuntime:
             max_poll_records=s.batch_max_traces * 2,
         )
         self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
-        self._consumer.subscribe([s.traces_topic], listener=_Rebalance(self))
         await self._producer.start()
-        await self._consumer.start()
+        if self.replay is None:
+            self._consumer.subscribe([s.traces_topic], listener=_Rebalance(self))
+            await self._consumer.start()
+        else:
+            await self._consumer.start()
+            self._consumer.assign(list(self.replay.end))
+            for partition in self.replay.end:
+                self._consumer.seek(partition, self.replay.start.get(partition, 0))
         log.info(
             "sink %s reading %s as group %s",
             self.exporter.name,
@@ -91,7 +131,7 @@ class DeliveryRuntime:
             s.group(self.exporter.name),
         )
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not self._replayed():
                 await self._read_once()
                 self._dispatch(force=False)
                 await self._commit()
@@ -115,9 +155,16 @@ class DeliveryRuntime:
         batches = await consumer.getmany(timeout_ms=wait_ms, max_records=self.settings.max_pending)
         for partition, records in batches.items():
             tracker = self._offsets.setdefault(partition, PartitionOffsets())
+            end = self.replay.end.get(partition) if self.replay is not None else None
             for record in records:
+                if end is not None and record.offset >= end:
+                    consumer.pause(partition)  # past the replayed range
+                    break
                 tracker.taken(record.offset)
                 self.metrics.records.inc()
+                if self.replay is not None and self.replay.excludes(record.timestamp):
+                    tracker.done(record.offset)
+                    continue
                 await self._accept(partition, record)
         self.metrics.pending.set(len(self._pending))
         if assignment:
@@ -129,7 +176,34 @@ class DeliveryRuntime:
                         lag += max(highwater - await consumer.position(partition), 0)
             self.metrics.lag.set(lag)
 
+    def replayed_records(self) -> int:
+        """How much of the replay range is done, in records."""
+        if self.replay is None:
+            return 0
+        return sum(
+            max(min(t.last_done + 1, self.replay.end[p]) - self.replay.start.get(p, 0), 0)
+            for p, t in self._offsets.items()
+            if t.last_done is not None and p in self.replay.end
+        )
+
+    def _replayed(self) -> bool:
+        """A replay is over once every record of its range is done."""
+        if self.replay is None or self._pending or self._tasks:
+            return False
+        return all(
+            t.pending == 0 and t.last_done is not None and t.last_done + 1 >= self.replay.end[p]
+            for p, t in self._offsets.items()
+        ) and all(
+            p in self._offsets or self.replay.end[p] <= self.replay.start.get(p, 0)
+            for p in self.replay.end
+        )
+
     async def _accept(self, partition: TopicPartition, record: ConsumerRecord) -> None:
+        only = dict(record.headers or ()).get(ONLY_SINK_HEADER)
+        if only is not None and only.decode() != self.exporter.name:
+            # Re-driven for another destination only.
+            self._offsets[partition].done(record.offset)
+            return
         try:
             document = TraceDocument.model_validate_json(record.value)
         except ValidationError as error:
@@ -212,6 +286,7 @@ class DeliveryRuntime:
             d = item.document
             if d.revision < max(newest[d.trace_id], self._delivered.get(d.trace_id, 0)):
                 self.metrics.superseded.inc()
+                self.counts.superseded += 1
             else:
                 current.append(item)
         return current
@@ -238,6 +313,7 @@ class DeliveryRuntime:
                     delay = max(delay * random.uniform(0.5, 1.0), error.retry_after or 0.0)
                     self._set_failing(True, error, delay)
                     self.metrics.retries.inc()
+                    self.counts.retries += 1
                     attempt += 1
                     self._not_before = max(self._not_before, time.monotonic() + delay)
                     continue
@@ -251,6 +327,7 @@ class DeliveryRuntime:
                 return
             self._set_failing(False)
             self.metrics.delivered.inc(len(items))
+            self.counts.delivered += len(items)
             self.metrics.batch_size.observe(len(items))
             for item in items:
                 self._remember(item.document)
@@ -295,6 +372,7 @@ class DeliveryRuntime:
     ) -> None:
         assert self._producer is not None
         self.metrics.dead_letter(kind, len(records))
+        self.counts.dead_lettered += len(records)
         log.warning(
             "dead-lettering %d record(s) for %s: %s", len(records), self.exporter.name, reason[:300]
         )

@@ -33,6 +33,7 @@ from tracebus.streams.assembly import (
     apply_batch,
     build_documents,
     deadline,
+    forget_content,
     looks_complete,
     mark_published,
     too_big,
@@ -68,6 +69,8 @@ class StreamWorker:
         self.metrics = metrics or StreamMetrics()
         self.index = DeadlineIndex()
         self._queue: list[Publication] = []
+        # Revisions this worker has queued: a second `close` for them must not publish again.
+        self._queued_revisions: dict[str, int] = {}
         self._queued = asyncio.Event()
         self.app = self._build_app()
 
@@ -128,7 +131,8 @@ class StreamWorker:
         key = batch.trace_id.encode()
         now = time.time_ns()
         state = self._load(key) or TraceState(batch.trace_id, message.partition)
-        result = apply_batch(state, batch, len(message.value), now)
+        raw_events = orjson.loads(message.value)["events"]
+        result = apply_batch(state, batch, raw_events, len(message.value), now)
         self.metrics.events.inc(result.applied)
         self.metrics.duplicates.inc(result.duplicates)
         self.metrics.late_events.inc(result.late)
@@ -147,6 +151,8 @@ class StreamWorker:
             return
         now = time.time_ns()
         if command == "published":
+            if self._queued_revisions.get(state.trace_id) == body["revision"]:
+                del self._queued_revisions[state.trace_id]
             if state.status == PUBLISHING and state.revision == body["revision"]:
                 changed = state.status_since_ns < state.last_event_ns
                 mark_published(state, now, final=body["final"])
@@ -160,8 +166,15 @@ class StreamWorker:
                 self.table.pop(key, None)
                 self.index.discard(state.trace_id)
                 return
+            if reason == "forget_now":
+                # Memory bound: keep only the revision number, so a late event still gets a
+                # higher revision (with the late observations only) instead of repeating one.
+                forget_content(state)
+                self.metrics.forgotten.inc()
         elif state.status == PUBLISHING:
-            # Only after a crash or rebalance: whether this revision went out is unknown.
+            if self._queued_revisions.get(state.trace_id) == state.revision:
+                return  # already on its way from this worker
+            # Recovered from the changelog: whether this revision went out is unknown.
             self._start_publishing(
                 state, state.completed_by or reason, final=True, now=now, republish=True
             )
@@ -211,6 +224,7 @@ class StreamWorker:
         state.status = PUBLISHING
         state.completed_by = completed_by
         state.status_since_ns = now
+        self._queued_revisions[state.trace_id] = state.revision
         self._queue.append(
             Publication(
                 state.trace_id,
@@ -276,11 +290,12 @@ class StreamWorker:
                 due,
                 reason,
                 state.partition,
-                state.size if is_open else 0,
+                state.size,
                 state.first_event_ns,
                 is_open,
             )
         self.metrics.open_traces.set(self.index.open_count)
+        self.metrics.held_bytes.set(self.index.held_bytes)
         self.metrics.open_bytes.set(self.index.open_bytes)
 
     async def _rebuild_index(self) -> None:
@@ -316,7 +331,7 @@ class StreamWorker:
         now = time.time_ns()
         due = self.index.pop_due(now)
         s = self.settings
-        while self.index.open_count > s.max_open_traces or self.index.open_bytes > s.max_open_bytes:
+        while self.index.open_count > s.max_open_traces or self.index.held_bytes > s.max_open_bytes:
             oldest = self.index.pop_oldest()
             if oldest is None:
                 break

@@ -27,6 +27,8 @@ from tracebus.schemas.traces import Observation, ObservationRef, TraceAttributes
 OPEN, PUBLISHING, PUBLISHED = "open", "publishing", "published"
 _NS_PER_MS = 1_000_000
 _USAGE_BUCKETS = tuple(name for name in Usage.model_fields if name != "other")
+_OBSERVATION_FIELDS = frozenset(Observation.model_fields)
+_TRACE_FIELDS = frozenset(TraceAttributes.model_fields)
 
 
 class PricedCost(Protocol):
@@ -87,18 +89,26 @@ def _newer_first(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def apply_batch(state: TraceState, batch: EventBatch, raw_size: int, now_ns: int) -> ApplyResult:
-    """Apply a record's events; an event id seen before is skipped."""
+def apply_batch(
+    state: TraceState,
+    batch: EventBatch,
+    raw_events: list[dict[str, Any]],
+    raw_size: int,
+    now_ns: int,
+) -> ApplyResult:
+    """Apply a record's events (validated as `batch`; `raw_events` are the same events as
+    parsed JSON, cheaper to keep than dumping the models back); an event id seen before is
+    skipped."""
     result = ApplyResult()
     seen = set(state.seen_event_ids)
     reopened = state.status == PUBLISHED
-    for event in batch.events:
+    for event, raw in zip(batch.events, raw_events, strict=True):
         if event.event_id in seen:
             result.duplicates += 1
             continue
         seen.add(event.event_id)
         state.seen_event_ids.append(event.event_id)
-        data = event.model_dump(mode="json", exclude_none=True)
+        data = {k: v for k, v in raw.items() if v is not None}
         if isinstance(event, ObservationEvent):
             previous = state.observations.get(event.observation_id)
             state.observations[event.observation_id] = (
@@ -287,7 +297,7 @@ def _enrich(
         enrichment.orphans += 1
     if revision > 1 and raw["observation_id"] not in previously_published:
         flags.append(ObservationFlag.LATE)
-    fields = {k: v for k, v in raw.items() if k in Observation.model_fields}
+    fields = {k: v for k, v in raw.items() if k in _OBSERVATION_FIELDS}
     observation = Observation(
         **{**fields, "end_time_unix_nano": end},
         duration_ms=(end - start) / _NS_PER_MS,
@@ -343,7 +353,7 @@ def _summarize(observations: list[Observation]) -> TraceSummary:
 
 
 def _attributes(trace: dict[str, Any]) -> TraceAttributes:
-    return TraceAttributes(**{k: v for k, v in trace.items() if k in TraceAttributes.model_fields})
+    return TraceAttributes(**{k: v for k, v in trace.items() if k in _TRACE_FIELDS})
 
 
 def _ancestors(
@@ -385,3 +395,13 @@ def mark_published(state: TraceState, now_ns: int, final: bool) -> None:
         state.size = len(orjson.dumps(state.observations))
         state.status = OPEN
     state.status_since_ns = now_ns
+
+
+def forget_content(state: TraceState) -> None:
+    """Drop what a published trace holds, keeping its identity and revision."""
+    state.observations = {}
+    state.scores = {}
+    state.seen_event_ids = []
+    state.published_ids = []
+    state.moved_out = {}
+    state.size = 0

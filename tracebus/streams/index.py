@@ -25,6 +25,7 @@ class DeadlineIndex:
         self._sequence = 0
         self._open: set[str] = set()
         self.open_bytes = 0
+        self.held_bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -50,16 +51,19 @@ class DeadlineIndex:
         self.discard(trace_id)
         self._sequence += 1
         self._entries[trace_id] = (due_ns, self._sequence, partition, reason, size, first_ns)
-        self.open_bytes += size
+        self.held_bytes += size
         if is_open:
             self._open.add(trace_id)
+            self.open_bytes += size
         heapq.heappush(self._heap, (due_ns, self._sequence, trace_id))
 
     def discard(self, trace_id: str) -> None:
         entry = self._entries.pop(trace_id, None)
         if entry is not None:
-            self.open_bytes -= entry[4]
-            self._open.discard(trace_id)
+            self.held_bytes -= entry[4]
+            if trace_id in self._open:
+                self._open.discard(trace_id)
+                self.open_bytes -= entry[4]
 
     def pop_due(self, now_ns: int) -> list[Due]:
         due = []
@@ -72,16 +76,20 @@ class DeadlineIndex:
         return due
 
     def pop_oldest(self) -> Due | None:
-        """The open trace that started first: what the overflow policy publishes early."""
-        if not self._open:
+        """What the memory bound gives up first: the oldest published trace kept for late
+        events (forgotten early), else the oldest open trace (published early)."""
+        published = {t for t in self._entries.keys() - self._open if self._entries[t][4]}
+        candidates, reason = (published, "forget_now") if published else (self._open, "evicted")
+        if not candidates:
             return None
-        trace_id = min(self._open, key=lambda t: self._entries[t][5])
+        trace_id = min(candidates, key=lambda t: self._entries[t][5])
         entry = self._entries[trace_id]
         self.discard(trace_id)
-        return Due(trace_id, entry[2], "evicted")
+        return Due(trace_id, entry[2], reason)
 
     def clear(self) -> None:
         self._heap.clear()
         self._entries.clear()
         self._open.clear()
         self.open_bytes = 0
+        self.held_bytes = 0

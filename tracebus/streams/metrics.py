@@ -31,13 +31,24 @@ class StreamMetrics:
             "Open traces published early because the memory bound was reached",
             registry=r,
         )
+        self.forgotten = Counter(
+            "tracebus_stream_forgotten_traces",
+            "Published traces whose content was dropped before the late window ended, "
+            "because the memory bound was reached",
+            registry=r,
+        )
         self.unpriced = Counter(
             "tracebus_stream_unpriced_generations",
             "Generations with usage but no price",
             registry=r,
         )
         self.open_traces = Gauge("tracebus_stream_open_traces", "Traces held", registry=r)
-        self.open_bytes = Gauge("tracebus_stream_open_bytes", "Bytes of traces held", registry=r)
+        self.open_bytes = Gauge(
+            "tracebus_stream_open_bytes", "Bytes of traces being assembled", registry=r
+        )
+        self.held_bytes = Gauge(
+            "tracebus_stream_held_bytes", "Bytes of traces held, open or published", registry=r
+        )
         self.publish_seconds = Histogram(
             "tracebus_stream_publish_seconds", "Time to publish a round of documents", registry=r
         )

@@ -34,7 +34,10 @@ class StreamSettings(KafkaSettings):
     )
     max_open_traces: int = Field(100_000, ge=1, description="Open traces per worker.")
     max_open_bytes: int = Field(
-        512 * 1024 * 1024, ge=1024 * 1024, description="Bytes of open traces per worker."
+        512 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Bytes of traces held per worker: open ones and published ones kept for "
+        "late events (those are forgotten first when the bound is reached).",
     )
     overflow_policy: Literal["publish_oldest"] = Field(
         "publish_oldest",

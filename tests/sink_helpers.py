@@ -7,32 +7,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
 from tracebus.config import KafkaSettings
-from tracebus.kafka import create_topics
 from tracebus.schemas import TraceDocument, new_observation_id, new_trace_id
 from tracebus.schemas.traces import Observation, TraceAttributes, TraceSummary
 
 START = 1_790_000_000_000_000_000
-
-
-def fresh_settings(bootstrap_servers: str) -> KafkaSettings:
-    suffix = uuid.uuid4().hex[:8]
-    settings = KafkaSettings(
-        bootstrap_servers=bootstrap_servers,
-        events_topic=f"events-{suffix}",
-        traces_topic=f"traces-{suffix}",
-        dead_letter_topic=f"deadletter-{suffix}",
-        partitions=4,
-    )
-    asyncio.run(create_topics(bootstrap_servers, settings.topic_partitions()))
-    return settings
 
 
 def document(name: str, revision: int = 1, input_value: object = None) -> TraceDocument:
@@ -125,11 +109,3 @@ class SinkProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         return self.process.returncode
-
-
-def eventually(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll an out-of-process observer (a stand-in, a file) until `condition` holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)

@@ -1,0 +1,1190 @@
+"""Stream benchmark: spans/s of one tracebus stream worker against a raw aiokafka ceiling.
+
+    .venv/bin/python benchmarks/stream_throughput.py [--quick] [--json PATH]
+
+Realistic traces (5–50 observations each, generations on gpt-4o with usage) are produced to
+the events topic before anything consumes them, the way the SDK produces them (one record per
+trace with all its events) and split into records of a few events each. Then, one after the
+other on the same input: a raw aiokafka consume → group by trace → produce loop (the ceiling,
+`--ceiling`, internal) in a subprocess of this script, and a real `tracebus stream` worker
+subprocess. Each is timed from the moment it processed its first input record to the last
+document it published. A last run measures the resident memory a worker needs per open trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from random import Random
+from typing import Any, NoReturn
+
+import orjson
+
+from tracebus.kafka import EmbeddedBroker
+from tracebus.kafka.broker import free_port
+from tracebus.schemas import Limits, encode_batch, json_default, normalize_usage, serialize_event
+
+PARTITIONS = 8
+RESULT_PREFIX = "BENCHMARK-RESULT "
+MODEL, PROVIDER = "gpt-4o", "openai"
+MIN_OBSERVATIONS, MAX_OBSERVATIONS = 5, 50
+SPLIT_SPREAD = 40  # a split trace's records are this many records of other traces apart
+WARMUP_TRACES = 100  # complete traces the memory worker handles before its baseline
+READY_LINE = "[^Worker]: Ready"  # what Faust logs once the worker has joined and recovered
+RECORDS_METRIC = "tracebus_stream_records_total"  # event records consumed (not control ones)
+TARGET_RATIO, TARGET_SPANS_PER_S = 0.5, 50_000
+WORKER_ENV = {
+    "TRACEBUS_GRACE_S": "0.2",
+    "TRACEBUS_TICK_S": "0.1",
+    # Long enough that nothing here is published for being idle: traces complete by their root.
+    "TRACEBUS_IDLE_TIMEOUT_S": "3600",
+    "TRACEBUS_STORE": "memory",
+}
+LIMITS = Limits()
+_MS_PER_S = 1000
+_NS_PER_MS = 1_000_000
+
+# -- the workload: realistic traces, serialised as the SDK serialises them --------------------
+
+SYSTEM_PROMPT = (
+    "You are the support assistant of an online shop. Answer briefly, cite the order data "
+    "you were given, and never promise refunds the policy does not allow."
+)
+QUESTIONS = [
+    "Where is my order 4411? It was supposed to arrive on Monday and the tracking page is empty.",
+    "Can I return a pair of shoes I bought three weeks ago if I have already worn them once?",
+    "The invoice for my last purchase shows the wrong address; can you send a corrected one?",
+    "Why was I charged twice for the same subscription this month, and when is it refunded?",
+    "Do you ship to Norway, and how long does delivery usually take to Oslo in winter?",
+]
+ANSWERS = [
+    "Your order 4411 left our warehouse yesterday; the carrier expects to deliver it on Friday.",
+    "Worn shoes can be returned within 30 days if they show no damage; I started the return.",
+    "I have corrected the billing address and sent the new invoice to your e-mail address.",
+    "The second charge is a pre-authorisation that expires within 5 days; nothing to refund.",
+    "Yes, we ship to Norway; delivery to Oslo takes 3 to 5 working days, customs included.",
+]
+PASSAGES = [
+    "Orders leave the warehouse within 24 hours on working days; tracking updates nightly.",
+    "Returns are accepted within 30 days of delivery for items in resellable condition.",
+    "Invoices can be reissued with a corrected address by the support team at any time.",
+    "Card pre-authorisations are released by the bank within 5 working days of the charge.",
+    "International shipping covers the EU, Norway, Switzerland and the United Kingdom.",
+]
+TOOLS = ["lookup_order", "lookup_customer", "create_return", "send_email", "refund_status"]
+# (kind, weight) of the observations below the root; span/chain ones take children.
+KIND_WEIGHTS = {"generation": 40, "tool": 20, "retriever": 10, "span": 20, "chain": 10}
+CONTAINERS = frozenset({"agent", "span", "chain"})
+
+
+@dataclass
+class Node:
+    kind: str
+    name: str
+    parent: int | None
+    start_ns: int
+    end_ns: int = 0
+
+
+@dataclass
+class Workload:
+    """The records of every input, and what they contain."""
+
+    traces: int
+    spans: int
+    events: int
+    event_bytes: int
+    whole: list[tuple[bytes, bytes]] = field(default_factory=list)
+    split: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+def hex_id(rng: Random, bits: int) -> str:
+    return f"{rng.getrandbits(bits) or 1:0{bits // 4}x}"
+
+
+def plan_trace(rng: Random, start_ns: int) -> list[Node]:
+    """A tree of 5–50 observations: an agent root, nested spans/chains, leaves of work."""
+    size = rng.randint(MIN_OBSERVATIONS, MAX_OBSERVATIONS)
+    kinds, weights = list(KIND_WEIGHTS), list(KIND_WEIGHTS.values())
+    nodes = [Node("agent", "handle-request", None, start_ns)]
+    containers = [0]
+    for index in range(1, size):
+        kind = rng.choices(kinds, weights)[0]
+        name = {"tool": rng.choice(TOOLS), "retriever": "search-kb", "generation": "llm"}.get(
+            kind, f"{kind}-{index}"
+        )
+        parent = rng.choice(containers[-3:])  # mostly recent containers: some depth
+        nodes.append(Node(kind, name, parent, start_ns + index * 15 * _NS_PER_MS))
+        if kind in CONTAINERS:
+            containers.append(index)
+    durations_ms = {"generation": (300, 2500), "tool": (5, 200), "retriever": (20, 150)}
+    for node in nodes:
+        low, high = durations_ms.get(node.kind, (1, 5))
+        node.end_ns = node.start_ns + rng.randint(low, high) * _NS_PER_MS
+    for node in reversed(nodes):  # children come after their parents: ends bubble up
+        if node.parent is not None:
+            parent = nodes[node.parent]
+            parent.end_ns = max(parent.end_ns, node.end_ns + _NS_PER_MS)
+    return nodes
+
+
+def observation_fields(rng: Random, node: Node) -> dict[str, Any]:
+    """What an app would set with `update(...)` on an observation of this kind."""
+    topic = rng.randrange(len(QUESTIONS))
+    if node.kind == "generation":
+        prompt, completion = rng.randint(300, 4000), rng.randint(20, 600)
+        return {
+            "input": [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": QUESTIONS[topic]},
+            ],
+            "output": {"role": "assistant", "content": ANSWERS[topic]},
+            "model": MODEL,
+            "provider": PROVIDER,
+            "model_parameters": {"temperature": 0.2, "max_tokens": 1024},
+            "usage": normalize_usage(
+                {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                    "prompt_tokens_details": {"cached_tokens": rng.choice((0, 0, 256, 1024))},
+                }
+            ),
+            "completion_start_ns": node.start_ns + rng.randint(150, 600) * _NS_PER_MS,
+        }
+    if node.kind == "tool":
+        return {
+            "input": {"order_id": rng.randint(1000, 9999), "fields": ["status", "eta"]},
+            "output": {"status": rng.choice(("shipped", "packed", "delivered")), "eta_days": 3},
+        }
+    if node.kind == "retriever":
+        return {"input": {"query": QUESTIONS[topic], "k": 3}, "output": rng.sample(PASSAGES, 3)}
+    if node.kind == "agent":
+        return {
+            "input": QUESTIONS[topic],
+            "output": ANSWERS[topic],
+            "metadata": {"route": "support"},
+        }
+    return {"input": {"step": node.name}, "output": {"ok": True}}
+
+
+def observation_event(
+    rng: Random, trace_id: str, observation_id: str, parent_id: str | None, node: Node, ended: bool
+) -> dict[str, Any]:
+    """The dict `Client._observation_event` builds, keys in the same order."""
+    fields = observation_fields(rng, node)
+    level = "ERROR" if rng.random() < 0.03 else "DEFAULT"
+    event: dict[str, Any] = {
+        "schema_version": 1,
+        "type": "observation",
+        "event_id": hex_id(rng, 128),
+        "trace_id": trace_id,
+        "timestamp_unix_nano": node.end_ns if ended else node.start_ns,
+        "observation_id": observation_id,
+        "kind": node.kind,
+        "name": node.name,
+        "start_time_unix_nano": node.start_ns,
+        "level": level,
+    }
+    if parent_id is not None:
+        event["parent_observation_id"] = parent_id
+    optional = {
+        "end_time_unix_nano": node.end_ns if ended else None,
+        "status_message": "TimeoutError: upstream took too long" if level == "ERROR" else None,
+        "input": fields.get("input"),
+        "output": fields.get("output") if ended else None,
+        "metadata": fields.get("metadata"),
+        "model": fields.get("model"),
+        "provider": fields.get("provider"),
+        "model_parameters": fields.get("model_parameters"),
+        "usage": fields.get("usage") if ended else None,
+        "cost": None,
+        "completion_start_time_unix_nano": fields.get("completion_start_ns") if ended else None,
+    }
+    event.update((k, v) for k, v in optional.items() if v is not None)
+    return event
+
+
+def trace_events(rng: Random, start_ns: int, root_ends: bool = True) -> tuple[str, list[bytes]]:
+    """One trace's serialised events in the order the SDK emits them.
+
+    The SDK sends an observation when it ends (children before parents), then the trace event
+    right after the root ends. A root that has not ended goes out as the sender's snapshot of
+    an open observation, first in the record since it was queued when it started."""
+    trace_id = hex_id(rng, 128)
+    nodes = plan_trace(rng, start_ns)
+    ids = [hex_id(rng, 64) for _ in nodes]
+    events = [
+        observation_event(
+            rng,
+            trace_id,
+            ids[index],
+            None if node.parent is None else ids[node.parent],
+            node,
+            ended=root_ends or index > 0,
+        )
+        for index, node in enumerate(nodes)
+    ]
+    if root_ends:
+        order = sorted(range(len(nodes)), key=lambda i: (nodes[i].end_ns, -i))
+        user = rng.randrange(10_000)
+        events = [events[i] for i in order]
+        events.append(
+            {
+                "schema_version": 1,
+                "type": "trace",
+                "event_id": hex_id(rng, 128),
+                "trace_id": trace_id,
+                "timestamp_unix_nano": nodes[0].end_ns,
+                "name": "support-chat",
+                "user_id": f"user-{user}",
+                "session_id": f"session-{user}-{rng.randrange(5)}",
+                "tags": ["benchmark", rng.choice(("web", "mobile"))],
+            }
+        )
+    else:
+        later = sorted(range(1, len(nodes)), key=lambda i: (nodes[i].end_ns, -i))
+        events = [events[0]] + [events[i] for i in later]
+    return trace_id, [serialize_event(e, LIMITS, json_default) for e in events]
+
+
+def split_records(
+    traces: list[tuple[str, list[bytes]]], per_record: int
+) -> list[tuple[bytes, bytes]]:
+    """Records of `per_record` events, a trace's records interleaved with other traces'."""
+    placed: list[tuple[int, int, bytes, bytes]] = []
+    for index, (trace_id, events) in enumerate(traces):
+        for chunk, start in enumerate(range(0, len(events), per_record)):
+            value = encode_batch(trace_id, events[start : start + per_record])
+            placed.append((index + chunk * SPLIT_SPREAD, index, trace_id.encode(), value))
+    placed.sort(key=lambda item: (item[0], item[1]))
+    return [(key, value) for _, _, key, value in placed]
+
+
+def build_workload(count: int, per_record: int, seed: int) -> Workload:
+    rng = Random(seed)
+    start_ns = time.time_ns()
+    traces = [trace_events(rng, start_ns + i * _NS_PER_MS) for i in range(count)]
+    events = [e for _, trace in traces for e in trace]
+    workload = Workload(
+        traces=count,
+        spans=sum(1 for e in events if e.startswith(b'{"schema_version":1,"type":"observation"')),
+        events=len(events),
+        event_bytes=sum(len(e) for e in events),
+    )
+    workload.whole = [(tid.encode(), encode_batch(tid, trace)) for tid, trace in traces]
+    workload.split = split_records(traces, per_record)
+    return workload
+
+
+def open_trace_records(count: int, seed: int) -> list[tuple[bytes, bytes]]:
+    """One record per trace whose root is still open: every other observation has ended."""
+    rng = Random(seed)
+    start_ns = time.time_ns()
+    records = []
+    for index in range(count):
+        trace_id, events = trace_events(rng, start_ns + index * _NS_PER_MS, root_ends=False)
+        records.append((trace_id.encode(), encode_batch(trace_id, events)))
+    return records
+
+
+# -- Kafka helpers (parent) -------------------------------------------------------------------
+
+
+async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    """Send `records` as the SDK's sender would (lz4, acks=all), all acknowledged on return."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        compression_type="lz4",
+        linger_ms=2,
+        max_batch_size=1024 * 1024,
+        max_request_size=1024 * 1024 + 1024,
+        enable_idempotence=False,
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+@dataclass
+class Output:
+    """What a run published: (broker timestamp ms, value) of every record; and the CPU seconds
+    its process had used at each poll, as (unix time s, CPU s)."""
+
+    records: list[tuple[int, bytes]]
+    cpu: list[tuple[float, float]]
+    error: str | None = None
+
+
+async def await_output(
+    bootstrap: str, topic: str, traces: int, child: Child, timeout: float
+) -> Output:
+    """Wait (cheaply: end offsets only) until `topic` holds a document of each of `traces`
+    traces, then read it all. Gives up when the child dies or `timeout` runs out."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    deadline = time.monotonic() + timeout
+    records: list[tuple[int, bytes]] = []
+    cpu: list[tuple[float, float]] = []
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        read_up_to = 0
+        while True:
+            with contextlib.suppress(OSError):
+                cpu.append((time.time(), cpu_seconds(child.process.pid)))
+            ends = await consumer.end_offsets(partitions)
+            total = sum(ends.values())
+            if total >= traces and total > read_up_to:
+                records = await read_all(consumer, partitions, ends, deadline)
+                read_up_to = total
+                if distinct_traces(records) >= traces:
+                    with contextlib.suppress(OSError):  # a sample after the last document
+                        cpu.append((time.time(), cpu_seconds(child.process.pid)))
+                    return Output(records, cpu)
+            if child.process.poll() is not None:
+                return Output(records, cpu, f"exited with code {child.process.returncode}")
+            if time.monotonic() >= deadline:
+                error = f"timed out after {timeout:g} s with {total} documents"
+                return Output(records, cpu, error)
+            await asyncio.sleep(0.25)
+    finally:
+        await consumer.stop()
+
+
+async def read_all(
+    consumer: Any, partitions: list[Any], ends: dict[Any, int], deadline: float
+) -> list[tuple[int, bytes]]:
+    records: list[tuple[int, bytes]] = []
+    await consumer.seek_to_beginning(*partitions)
+    while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+        if time.monotonic() >= deadline:
+            break
+        for batch in (await consumer.getmany(timeout_ms=500)).values():
+            records.extend((r.timestamp, r.value or b"") for r in batch)
+    return records
+
+
+def distinct_traces(records: list[tuple[int, bytes]]) -> int:
+    return len({orjson.loads(value)["trace_id"] for _, value in records})
+
+
+async def first_timestamp(bootstrap: str, topic: str, timeout: float = 30.0) -> int | None:
+    """The earliest broker timestamp (ms) of `topic`: for a worker's changelog, when it
+    processed its first record (a table write follows every record)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    deadline = time.monotonic() + timeout
+    first: list[int] = []
+    try:
+        if topic not in await consumer.topics():
+            return None
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            if not ends[tp]:
+                continue
+            consumer.assign([tp])  # one partition at a time: only its first batch is fetched
+            await consumer.seek_to_beginning(tp)
+            while time.monotonic() < deadline:
+                batch = (await consumer.getmany(tp, timeout_ms=500, max_records=1)).get(tp)
+                if batch:
+                    first.append(batch[0].timestamp)
+                    break
+        return min(first, default=None)
+    finally:
+        await consumer.stop()
+
+
+# -- subprocesses ------------------------------------------------------------------------------
+
+_children: list[subprocess.Popen[bytes]] = []
+
+
+class Child:
+    """A subprocess with its output in a log file; killed on exit whatever happens."""
+
+    def __init__(self, command: list[str], log_path: Path, env: dict[str, str] | None = None):
+        self.log_path = log_path
+        self.started = time.time()
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        _children.append(self.process)
+
+    def log_tail(self, lines: int = 5) -> str:
+        text = self.log_path.read_text(errors="replace").strip().splitlines()
+        return " | ".join(text[-lines:])
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then SIGKILL after `timeout` seconds."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+
+def kill_children() -> None:
+    for process in _children:
+        if process.poll() is None:
+            process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(10)
+
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS of a process, from /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_share(samples: list[tuple[float, float]], start: float, end: float) -> float | None:
+    """CPU seconds per second between `start` and `end` (unix s), interpolating the samples."""
+
+    def at(moment: float) -> float | None:
+        for (t0, c0), (t1, c1) in itertools.pairwise(samples):
+            if t0 <= moment <= t1:
+                return c0 + (c1 - c0) * (moment - t0) / (t1 - t0) if t1 > t0 else c0
+        return None
+
+    used_start, used_end = at(start), at(end)
+    if used_start is None or used_end is None or end <= start:
+        return None
+    return (used_end - used_start) / (end - start)
+
+
+class Profiler:
+    """py-spy attached to a worker once it logs that it is ready (raw collapsed stacks)."""
+
+    def __init__(self, binary: str, worker: Child, path: Path, timeout: float = 60.0) -> None:
+        self.path = path
+        pid = worker.process.pid
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and worker.process.poll() is None:
+            if READY_LINE in worker.log_path.read_text(errors="replace"):
+                break
+            time.sleep(0.05)
+        command = [binary, "record", "--pid", str(pid), "--rate", "100", "--format", "raw"]
+        self.child = Child([*command, "--output", str(path)], path.with_suffix(".log"))
+
+    def stop(self) -> None:
+        if self.child.process.poll() is None:
+            self.child.process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                self.child.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.child.process.kill()
+
+
+# -- the ceiling: raw aiokafka consume → group by trace → produce (child side) ----------------
+
+
+class PendingTrace:
+    __slots__ = ("observations", "open", "root_ended", "scores", "trace")
+
+    def __init__(self) -> None:
+        self.observations: dict[str, dict[str, Any]] = {}
+        self.open: set[str] = set()
+        self.root_ended = False
+        self.trace: dict[str, Any] = {}
+        self.scores: dict[str, dict[str, Any]] = {}
+
+
+def merge_newer(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    if old is None:
+        return new
+    if new["timestamp_unix_nano"] >= old["timestamp_unix_nano"]:
+        return {**old, **new}
+    return {**new, **old}
+
+
+async def ceiling_loop(bootstrap: str, source: str, sink: str, group: str) -> dict[str, Any]:
+    """Group events per trace; a trace whose root ended with nothing open goes out as one JSON
+    document. Events of a trace already sent are counted as late and dropped. Runs until
+    SIGTERM; produces like the Faust worker (acks=all, linger 50 ms, no compression)."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    consumer = AIOKafkaConsumer(
+        source, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest"
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=50, enable_idempotence=False
+    )
+    await producer.start()
+    await consumer.start()
+    pending: dict[str, PendingTrace] = {}
+    sent: set[str] = set()
+    counts = Counter[str]()
+    first_record_ms: int | None = None
+    try:
+        while not stop.is_set():
+            fetched = await consumer.getmany(timeout_ms=100, max_records=2000)
+            if fetched and first_record_ms is None:
+                first_record_ms = int(time.time() * _MS_PER_S)
+            for batch in fetched.values():
+                for record in batch:
+                    counts["records"] += 1
+                    value = orjson.loads(record.value)
+                    trace_id = value["trace_id"]
+                    if trace_id in sent:
+                        counts["late_events"] += len(value["events"])
+                        continue
+                    state = pending.get(trace_id)
+                    if state is None:
+                        state = pending[trace_id] = PendingTrace()
+                    for event in value["events"]:
+                        counts["events"] += 1
+                        kind = event["type"]
+                        if kind == "observation":
+                            oid = event["observation_id"]
+                            merged = merge_newer(state.observations.get(oid), event)
+                            state.observations[oid] = merged
+                            if "end_time_unix_nano" in merged:
+                                state.open.discard(oid)
+                                if "parent_observation_id" not in merged:
+                                    state.root_ended = True
+                            else:
+                                state.open.add(oid)
+                        elif kind == "trace":
+                            state.trace = merge_newer(state.trace or None, event)
+                        else:
+                            score = event["score_id"]
+                            state.scores[score] = merge_newer(state.scores.get(score), event)
+                    if state.root_ended and not state.open:
+                        del pending[trace_id]
+                        sent.add(trace_id)
+                        document = {
+                            "schema_version": 1,
+                            "trace_id": trace_id,
+                            "trace": state.trace,
+                            "observations": list(state.observations.values()),
+                            "scores": list(state.scores.values()),
+                        }
+                        await producer.send(sink, orjson.dumps(document), key=record.key)
+                        counts["documents"] += 1
+        await producer.flush()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return {**counts, "still_open": len(pending), "first_record_ms": first_record_ms}
+
+
+def ceiling_main(args: argparse.Namespace) -> NoReturn:
+    code = 0
+    try:
+        result = asyncio.run(ceiling_loop(args.bootstrap, args.source, args.sink, args.group))
+        sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
+    except Exception:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    os._exit(code)
+
+
+# -- runs (parent) -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    traces: int
+    open_traces: int
+    events_per_record: int
+    seed: int
+    timeout_s: float
+    py_spy: str | None
+    profile_dir: Path | None
+
+
+@dataclass(frozen=True)
+class Topics:
+    events: str
+    traces: str
+    dead_letter: str
+    ceiling: str
+
+    @classmethod
+    def named(cls, name: str) -> Topics:
+        prefix = f"bench.stream.{name}"
+        return cls(f"{prefix}.events", f"{prefix}.traces", f"{prefix}.deadletter", f"{prefix}.out")
+
+    def partitions(self) -> dict[str, int]:
+        return {self.events: PARTITIONS, self.traces: PARTITIONS, self.dead_letter: 1} | {
+            self.ceiling: PARTITIONS
+        }
+
+
+def worker_env(bootstrap: str, topics: Topics, data_dir: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        **WORKER_ENV,
+        **extra,
+        "TRACEBUS_APP_ID": f"bench-stream-{uuid.uuid4().hex[:8]}",
+        "TRACEBUS_BOOTSTRAP_SERVERS": bootstrap,
+        "TRACEBUS_EVENTS_TOPIC": topics.events,
+        "TRACEBUS_TRACES_TOPIC": topics.traces,
+        "TRACEBUS_DEAD_LETTER_TOPIC": topics.dead_letter,
+        "TRACEBUS_PARTITIONS": str(PARTITIONS),
+        "TRACEBUS_DATA_DIR": str(data_dir),
+    }
+
+
+WORKER_COMMAND = [sys.executable, "-m", "tracebus.cli", "--log-level", "warning", "stream"]
+
+
+def rates(
+    output: Output, expected_traces: int, records: int, started_ms: int | None
+) -> dict[str, Any]:
+    """Spans/traces/records per second from the first input record processed (`started_ms`)
+    to the last document published, by broker timestamps and the processes' own clocks.
+
+    A trace is counted once, by its first document."""
+    seen: set[str] = set()
+    spans = extra = 0
+    first = last = 0
+    completed = Counter[str]()
+    for timestamp, value in sorted(output.records, key=lambda r: r[0]):
+        document = orjson.loads(value)
+        if document["trace_id"] in seen:
+            extra += 1
+            continue
+        seen.add(document["trace_id"])
+        spans += len(document["observations"])
+        completed[document.get("completed_by") or "complete"] += 1
+        first = first or timestamp
+        last = timestamp
+    row: dict[str, Any] = {
+        "documents": len(output.records),
+        "traces": len(seen),
+        "spans": spans,
+        "records": records,
+        "extra_documents": extra,
+        "completed_by": dict(completed),
+        "first_record_ms": started_ms,
+        "first_document_ms": first or None,
+        "last_document_ms": last or None,
+    }
+    if output.error is not None or len(seen) < expected_traces:
+        row["error"] = output.error or f"{len(seen)} of {expected_traces} traces published"
+    if started_ms is None or last <= started_ms:
+        row.setdefault("error", "no time window: first record or documents missing")
+        return row
+    seconds = (last - started_ms) / _MS_PER_S
+    row.update(
+        seconds=seconds,
+        spans_per_s=spans / seconds,
+        traces_per_s=len(seen) / seconds,
+        records_per_s=records / seconds,
+        cpu_share=cpu_share(output.cpu, started_ms / _MS_PER_S, last / _MS_PER_S),
+    )
+    return row
+
+
+def run_tracebus(
+    bootstrap: str, topics: Topics, workload: Workload, records: int, config: Config, work: Path
+) -> dict[str, Any]:
+    env = worker_env(bootstrap, topics, work / "data")
+    name = topics.events.split(".")[2]
+    worker = Child(WORKER_COMMAND, work / f"tracebus-{name}.log", env)
+    profiler = None
+    try:
+        if config.py_spy and config.profile_dir:
+            profile = config.profile_dir / f"tracebus-{name}.txt"
+            profiler = Profiler(config.py_spy, worker, profile)
+        output = asyncio.run(
+            await_output(bootstrap, topics.traces, workload.traces, worker, config.timeout_s)
+        )
+        rss_after = rss_bytes(worker.process.pid) if worker.process.poll() is None else None
+    finally:
+        if profiler is not None:
+            profiler.stop()
+        code = worker.stop()
+    changelog = f"{env['TRACEBUS_APP_ID']}-traces-changelog"
+    started_ms = asyncio.run(first_timestamp(bootstrap, changelog))
+    row = {"implementation": "tracebus", **rates(output, workload.traces, records, started_ms)}
+    row.update(exit_code=code, rss_after_bytes=rss_after)
+    if started_ms is not None:
+        row["startup_s"] = started_ms / _MS_PER_S - worker.started
+    if "error" in row:
+        row["error"] += f"; worker log: {worker.log_tail()}"
+    if profiler is not None:
+        row["profile"] = str(profiler.path)
+    return row
+
+
+def run_ceiling(
+    bootstrap: str, topics: Topics, workload: Workload, records: int, config: Config, work: Path
+) -> dict[str, Any]:
+    name = topics.events.split(".")[2]
+    command = [sys.executable, str(Path(__file__).resolve()), "--ceiling", "--bootstrap"]
+    command += [bootstrap, "--source", topics.events, "--sink", topics.ceiling]
+    command += ["--group", f"bench-ceiling-{uuid.uuid4().hex[:8]}"]
+    child = Child(command, work / f"ceiling-{name}.log")
+    try:
+        output = asyncio.run(
+            await_output(bootstrap, topics.ceiling, workload.traces, child, config.timeout_s)
+        )
+    finally:
+        child.stop()
+    counts: dict[str, Any] = {}
+    for line in reversed(child.log_path.read_text(errors="replace").splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            counts = json.loads(line.removeprefix(RESULT_PREFIX))
+            break
+    started_ms = counts.get("first_record_ms")
+    row = {"implementation": "ceiling", **rates(output, workload.traces, records, started_ms)}
+    row.update(counts=counts, startup_s=started_ms and started_ms / _MS_PER_S - child.started)
+    if "error" in row:
+        row["error"] += f"; log: {child.log_tail()}"
+    return row
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The worker's Prometheus gauges and counters, by name (no labels)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = {}
+    for line in text.splitlines():
+        match = re.match(r"^(tracebus_stream_\w+) ([0-9.e+-]+)$", line)
+        if match:
+            found[match.group(1)] = float(match.group(2))
+    return found
+
+
+def wait_for_metric(port: int, name: str, at_least: float, child: Child, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    value = -1.0
+    while time.monotonic() < deadline and child.process.poll() is None:
+        with contextlib.suppress(OSError):
+            value = scrape(port).get(name, -1.0)
+            if value >= at_least:
+                return value
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} reached {value:g}, not {at_least:g}: {child.log_tail()}")
+
+
+def settled_rss(pid: int, seconds: float = 1.5) -> int:
+    """Median of RSS samples over `seconds`, after the worker's last burst of work."""
+    samples = []
+    for _ in range(7):
+        time.sleep(seconds / 7)
+        samples.append(rss_bytes(pid))
+    return int(statistics.median(samples))
+
+
+def state_bytes(records: list[tuple[bytes, bytes]]) -> float:
+    """Mean size of the table value (TraceState JSON) the worker keeps for these records."""
+    from tracebus.schemas import decode_batch
+    from tracebus.streams.assembly import TraceState, apply_batch
+
+    sizes = []
+    for _, value in records[:500]:
+        batch = decode_batch(value)
+        state = TraceState(batch.trace_id, 0)
+        apply_batch(state, batch, len(value), time.time_ns())
+        sizes.append(len(state.dumps()))
+    return statistics.fmean(sizes)
+
+
+def measure_memory(bootstrap: str, topics: Topics, config: Config, work: Path) -> dict[str, Any]:
+    """RSS of a fresh worker before and after it holds `config.open_traces` open traces."""
+    warmup = build_workload(WARMUP_TRACES, config.events_per_record, config.seed + 1).whole
+    held = open_trace_records(config.open_traces, config.seed + 2)
+    half = len(held) // 2
+    port = free_port()
+    env = worker_env(bootstrap, topics, work / "data", TRACEBUS_METRICS_PORT=str(port))
+    worker = Child(WORKER_COMMAND, work / "tracebus-memory.log", env)
+    pid = worker.process.pid
+    try:
+        asyncio.run(produce(bootstrap, topics.events, warmup))
+        output = asyncio.run(
+            await_output(bootstrap, topics.traces, WARMUP_TRACES, worker, config.timeout_s)
+        )
+        if output.error:
+            raise RuntimeError(f"warm-up: {output.error}: {worker.log_tail()}")
+        # Event records consumed so far (control records are not counted).
+        consumed = wait_for_metric(port, RECORDS_METRIC, WARMUP_TRACES, worker, 30)
+        samples = [(0, settled_rss(pid))]
+        for part, held_so_far in ((held[:half], half), (held[half:], len(held))):
+            asyncio.run(produce(bootstrap, topics.events, part))
+            wait_for_metric(port, RECORDS_METRIC, consumed + held_so_far, worker, config.timeout_s)
+            samples.append((held_so_far, settled_rss(pid)))
+        metrics = scrape(port)
+    finally:
+        worker.stop()
+    before, after = samples[0][1], samples[-1][1]
+    record_bytes = statistics.fmean(len(value) for _, value in held)
+    return {
+        "open_traces": len(held),
+        "rss_samples": samples,
+        "rss_before_bytes": before,
+        "rss_after_bytes": after,
+        "rss_per_open_trace_bytes": (after - before) / len(held),
+        "rss_per_open_trace_second_half_bytes": (after - samples[1][1]) / (len(held) - half),
+        "record_bytes_per_trace": record_bytes,
+        "state_json_bytes_per_trace": state_bytes(held),
+        "open_traces_gauge": metrics.get("tracebus_stream_open_traces"),
+        "open_bytes_gauge": metrics.get("tracebus_stream_open_bytes"),
+        "observations_per_trace": statistics.fmean(
+            len(orjson.loads(value)["events"]) for _, value in held
+        ),
+    }
+
+
+# -- py-spy profile summary ----------------------------------------------------------------------
+
+_FRAME = re.compile(r"^(?P<function>.+?) \((?P<file>[^()]+?)(?::\d+)?\)$")
+
+
+def profile_summary(path: Path, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive samples per function from py-spy's raw (collapsed) output."""
+    own = Counter[str]()
+    inclusive = Counter[str]()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        names = []
+        for frame in stack.split(";"):
+            match = _FRAME.match(frame)
+            if match is None:
+                names.append(frame)
+                continue
+            file = match.group("file")
+            marker = file.rfind("tracebus/")
+            where = file[marker:] if marker >= 0 else Path(file).name
+            names.append(f"{match.group('function')} ({where})")
+        if names:
+            own[names[-1]] += count
+        for name in set(names):
+            inclusive[name] += count
+    tracebus = [(n, c) for n, c in inclusive.most_common() if "(tracebus/" in n]
+    return {
+        "samples": total,
+        "self": own.most_common(top),
+        "tracebus_inclusive": tracebus[:top],
+    }
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+INPUT_LABELS = {
+    "whole": "1 record per trace (SDK)",
+    "split": "{n} events per record",
+}
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return None if numerator is None or not denominator else numerator / denominator
+
+
+def fmt(value: float | None, digits: int = 0, suffix: str = "") -> str:
+    return "—" if value is None else f"{value:,.{digits}f}{suffix}"
+
+
+def check(value: float | None, target: float) -> str:
+    return "n/a" if value is None else ("PASS" if value >= target else "MISS")
+
+
+def row_note(row: dict[str, Any]) -> str:
+    if "error" in row:
+        return f"ERROR {row['error'][:160]}"
+    notes = [f"joined in {fmt(row.get('startup_s'), 1)} s"]
+    if row["implementation"] == "tracebus":
+        done = row["completed_by"]
+        notes.append(", ".join(f"{k} {v:,}" for k, v in sorted(done.items())))
+    else:
+        counts = row.get("counts", {})
+        if counts.get("late_events"):
+            notes.append(f"{counts['late_events']:,} late events dropped")
+    if row["extra_documents"]:
+        notes.append(f"{row['extra_documents']:,} re-published")
+    return "; ".join(notes)
+
+
+def throughput_table(report: dict[str, Any]) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    config, workload = report["config"], report["workload"]
+    table = Table(
+        title=f"Stream throughput, one worker each ({workload['traces']:,} traces, "
+        f"{workload['spans']:,} spans, {workload['events']:,} events of "
+        f"{workload['event_bytes'] / workload['events']:,.0f} B on average; "
+        f"{PARTITIONS} partitions; grace {WORKER_ENV['TRACEBUS_GRACE_S']} s)",
+        box=box.SIMPLE_HEAVY,
+    )
+    table.add_column("input")
+    table.add_column("implementation")
+    for column in ("records", "spans", "seconds", "spans/s", "traces/s", "records/s", "CPU"):
+        table.add_column(column, justify="right")
+    table.add_column("÷ ceiling", justify="right")
+    table.add_column("notes")
+    for name, rows in report["throughput"].items():
+        label = INPUT_LABELS[name].format(n=config["events_per_record"])
+        ceiling = rows["ceiling"].get("spans_per_s")
+        for implementation in ("tracebus", "ceiling"):
+            row = rows[implementation]
+            table.add_row(
+                label,
+                "tracebus stream worker" if implementation == "tracebus" else "aiokafka ceiling",
+                fmt(row.get("records")),
+                fmt(row.get("spans")),
+                fmt(row.get("seconds"), 2),
+                fmt(row.get("spans_per_s")),
+                fmt(row.get("traces_per_s")),
+                fmt(row.get("records_per_s")),
+                fmt(None if row.get("cpu_share") is None else row["cpu_share"] * 100, 0, "%"),
+                fmt(ratio(row.get("spans_per_s"), ceiling), 2, "×"),
+                row_note(row),
+            )
+    return table
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, rows in report["throughput"].items():
+        label = INPUT_LABELS[name].format(n=report["config"]["events_per_record"])
+        tracebus = rows["tracebus"].get("spans_per_s")
+        share = ratio(tracebus, rows["ceiling"].get("spans_per_s"))
+        lines.append(
+            f"{label}: tracebus {fmt(tracebus)} spans/s per worker "
+            f"(target ≥ {TARGET_SPANS_PER_S:,}: {check(tracebus, TARGET_SPANS_PER_S)}), "
+            f"{fmt(share, 2)}× the ceiling (target ≥ {TARGET_RATIO}×: "
+            f"{check(share, TARGET_RATIO)})"
+        )
+    memory = report["memory"]
+    if "error" in memory:
+        lines.append(f"memory per open trace: ERROR {memory['error']}")
+    else:
+        mib = 1024 * 1024
+        lines.append(
+            f"memory per open trace: {memory['open_traces']:,} open traces "
+            f"({memory['observations_per_trace']:.1f} events each) took the worker's RSS from "
+            f"{memory['rss_before_bytes'] / mib:,.0f} to {memory['rss_after_bytes'] / mib:,.0f} "
+            f"MiB: {memory['rss_per_open_trace_bytes'] / 1024:,.1f} KiB per trace "
+            f"(second half alone {memory['rss_per_open_trace_second_half_bytes'] / 1024:,.1f} "
+            f"KiB); its record is {memory['record_bytes_per_trace'] / 1024:,.1f} KiB and its "
+            f"table value (TraceState JSON) {memory['state_json_bytes_per_trace'] / 1024:,.1f} "
+            "KiB"
+        )
+        whole = report["throughput"].get("whole", {}).get("tracebus", {})
+        if whole.get("rss_after_bytes"):
+            kept = whole["traces"]
+            per_trace = (whole["rss_after_bytes"] - memory["rss_before_bytes"]) / kept
+            lines.append(
+                f"memory after publication: having published {kept:,} traces (none open; the "
+                "table keeps published traces for the late window, TRACEBUS_LATE_WINDOW_S, "
+                f"600 s by default) the worker's RSS was {whole['rss_after_bytes'] / mib:,.0f} "
+                f"MiB: {per_trace / 1024:,.1f} KiB per published trace over the fresh worker's "
+                "baseline above"
+            )
+    return lines
+
+
+def profile_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, rows in report["throughput"].items():
+        profile = rows["tracebus"].get("profile_summary")
+        if not profile:
+            continue
+        total = profile["samples"] or 1
+        lines.append(f"py-spy, tracebus worker, {name} input ({profile['samples']:,} samples):")
+        lines.append("  hottest tracebus functions (inclusive):")
+        lines += [f"    {c / total:6.1%}  {n}" for n, c in profile["tracebus_inclusive"][:10]]
+        lines.append("  hottest functions (self):")
+        lines += [f"    {c / total:6.1%}  {n}" for n, c in profile["self"][:10]]
+    return lines
+
+
+def print_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    console = Console(width=max(Console().width, 160))
+    console.print(throughput_table(report))
+    for line in summary_lines(report) + profile_lines(report):
+        console.print(line, highlight=False, markup=False)
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for name in ("tracebus", "faust-streaming", "aiokafka", "orjson", "pydantic"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+# -- orchestration ---------------------------------------------------------------------------------
+
+
+def progress(message: str) -> None:
+    print(f"  {message} …", file=sys.stderr, flush=True)
+
+
+def run_benchmark(config: Config) -> dict[str, Any]:
+    progress(f"generating {config.traces:,} traces")
+    workload = build_workload(config.traces, config.events_per_record, config.seed)
+    inputs = {"whole": workload.whole, "split": workload.split}
+    topics = {name: Topics.named(name) for name in [*inputs, "memory"]}
+    every_topic = {t: n for named in topics.values() for t, n in named.partitions().items()}
+    throughput: dict[str, dict[str, dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="tracebus-stream-bench-") as directory:
+        work = Path(directory)
+        broker = EmbeddedBroker(port=free_port(), topics=every_topic, log_path=work / "tansu.log")
+        with broker:
+            bootstrap = broker.bootstrap_servers
+            for name, records in inputs.items():
+                progress(f"producing {len(records):,} records ({name})")
+                asyncio.run(produce(bootstrap, topics[name].events, records))
+            for name, records in inputs.items():
+                rows = throughput[name] = {}
+                for implementation, run in (("ceiling", run_ceiling), ("tracebus", run_tracebus)):
+                    progress(f"{name}: {implementation}")
+                    try:
+                        row = run(bootstrap, topics[name], workload, len(records), config, work)
+                    except Exception as error:
+                        row = {"implementation": implementation, "error": repr(error)}
+                    if row.get("profile") and Path(row["profile"]).exists():
+                        row["profile_summary"] = profile_summary(Path(row["profile"]))
+                    rows[implementation] = row
+            progress(f"memory: {config.open_traces:,} open traces")
+            try:
+                memory = measure_memory(bootstrap, topics["memory"], config, work)
+            except Exception as error:
+                memory = {"error": repr(error)}
+    return {
+        "config": {
+            "traces": config.traces,
+            "open_traces": config.open_traces,
+            "events_per_record": config.events_per_record,
+            "partitions": PARTITIONS,
+            "worker_env": WORKER_ENV,
+            "seed": config.seed,
+        },
+        "workload": {
+            "traces": workload.traces,
+            "spans": workload.spans,
+            "events": workload.events,
+            "event_bytes": workload.event_bytes,
+            "records": {name: len(records) for name, records in inputs.items()},
+        },
+        "environment": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "packages": versions(),
+        },
+        "throughput": throughput,
+        "memory": memory,
+        "targets": {"ratio": TARGET_RATIO, "spans_per_s": TARGET_SPANS_PER_S},
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--traces", type=int, default=4_000, help="traces of the throughput runs")
+    parser.add_argument("--open-traces", type=int, default=5_000, help="open traces held (memory)")
+    parser.add_argument(
+        "--events-per-record", type=int, default=5, help="events per record of the split input"
+    )
+    parser.add_argument("--seed", type=int, default=7, help="seed of the generated traces")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 500 traces, 800 open")
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument("--timeout", type=float, default=120.0, help="limit per run, seconds")
+    parser.add_argument("--py-spy", help="py-spy executable: profile the tracebus workers")
+    parser.add_argument("--profile-dir", type=Path, help="where py-spy writes (with --py-spy)")
+    internal = parser.add_argument_group("internal (the ceiling in a child process)")
+    internal.add_argument("--ceiling", action="store_true", help=argparse.SUPPRESS)
+    internal.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    internal.add_argument("--source", help=argparse.SUPPRESS)
+    internal.add_argument("--sink", help=argparse.SUPPRESS)
+    internal.add_argument("--group", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.traces, args.open_traces, args.timeout = 500, 800, 45.0
+    if min(args.traces, args.open_traces, args.events_per_record) < 2:
+        parser.error("counts must be at least 2")
+    if args.py_spy and args.profile_dir is None:
+        args.profile_dir = Path(tempfile.mkdtemp(prefix="tracebus-stream-profile-"))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.ceiling:
+        ceiling_main(args)
+    config = Config(
+        traces=args.traces,
+        open_traces=args.open_traces,
+        events_per_record=args.events_per_record,
+        seed=args.seed,
+        timeout_s=args.timeout,
+        py_spy=args.py_spy,
+        profile_dir=args.profile_dir,
+    )
+    if config.profile_dir:
+        config.profile_dir.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below
+    try:
+        report = run_benchmark(config)
+    finally:
+        kill_children()
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    rows = [row for rows in report["throughput"].values() for row in rows.values()]
+    return 1 if any("error" in row for row in rows) or "error" in report["memory"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
