@@ -11,7 +11,10 @@ from tracebus.cli import schemas, topics
 from tracebus.cli.broker import broker
 from tracebus.cli.common import EXIT_CODES_HELP, LogLevel, configure_logging, console
 from tracebus.cli.demo import demo
+from tracebus.cli.dlq import app as dlq_app
+from tracebus.cli.replay import replay
 from tracebus.cli.sink import sink
+from tracebus.cli.status import status
 from tracebus.cli.stream import stream
 from tracebus.cli.up import up
 
@@ -29,6 +32,9 @@ app = typer.Typer(
     "  tracebus demo --traces 500 --rate 100  demo traffic to a running broker\n"
     "  tracebus stream -b kafka:9092          a stream worker (run several to scale)\n"
     "  tracebus sink langfuse                 deliver complete traces to Langfuse\n"
+    "  tracebus status                        lag, dead letters, worker throughput\n"
+    "  tracebus dlq redrive --stage stream    re-send dead letters once fixed\n"
+    "  tracebus replay langfuse --since 2h    re-deliver the last two hours after an outage\n"
     "  tracebus schemas export --out schemas  JSON Schema files for other languages\n"
     "  tracebus schemas check --dir schemas   exit 1 if those files are stale\n\n"
     "[b]tracebus COMMAND --help[/b] shows each command's options and examples.",
@@ -92,8 +98,19 @@ app.command(
     "[cyan]TRACEBUS_LANGFUSE_PUBLIC_KEY=pk… TRACEBUS_LANGFUSE_SECRET_KEY=sk… "
     "tracebus sink langfuse[/cyan]",
 )(sink)
+app.command(
+    "replay",
+    epilog="Examples: [cyan]tracebus replay langfuse --since 2026-11-26T09:00 --until "
+    "2026-11-26T10:30[/cyan] · [cyan]tracebus replay langsmith --from-offset 0[/cyan]",
+)(replay)
 app.add_typer(topics.app, name="topics")
 app.add_typer(schemas.app, name="schemas")
+app.add_typer(dlq_app, name="dlq")
+app.command(
+    "status",
+    epilog="Examples: [cyan]tracebus status[/cyan] · "
+    "[cyan]tracebus status -v --metrics 127.0.0.1:9464 --metrics 127.0.0.1:9465[/cyan]",
+)(status)
 app.command(
     "demo",
     epilog="Example: [cyan]tracebus demo --traces 500 --rate 100 -b 127.0.0.1:9092[/cyan]",

@@ -1,0 +1,141 @@
+"""`tracebus status`: consumer-group lag, dead letters per stage, workers' metrics."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiokafka import TopicPartition
+from cli_helpers import kafka_options, run_cli
+from ops.ops_helpers import (
+    commit_offsets,
+    metrics_endpoint,
+    sink_letter,
+    stream_letter,
+    worker_registry,
+    write_letters,
+    write_records,
+)
+
+from tracebus.config import KafkaSettings
+from tracebus.kafka.broker import free_port
+
+
+def topic_options(kafka: KafkaSettings) -> list[str]:
+    """Broker and topic options; status and redrive have no --partitions."""
+    return kafka_options(kafka)[:-2]
+
+
+def cells_of(output: str, first_cell: str) -> list[str]:
+    """The cells of the table line whose first cell is `first_cell`."""
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.split("│") if cell.strip()]
+        if cells and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no row {first_cell!r} in:\n{output}")
+
+
+def test_status_shows_the_lag_of_groups_with_committed_offsets(kafka: KafkaSettings) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    sink_group, stream_group = f"tracebus-sink-test{suffix}", f"stream-{suffix}"
+    write_records(kafka.bootstrap_servers, kafka.traces_topic, {0: 5, 1: 3})
+    write_records(kafka.bootstrap_servers, kafka.events_topic, {2: 4})
+    traces = kafka.traces_topic
+    commit_offsets(
+        kafka.bootstrap_servers,
+        sink_group,
+        {TopicPartition(traces, 0): 2, TopicPartition(traces, 1): 3},
+    )
+    commit_offsets(
+        kafka.bootstrap_servers, stream_group, {TopicPartition(kafka.events_topic, 2): 4}
+    )
+
+    result = run_cli("status", *topic_options(kafka), "--stream-app-id", stream_group, "-v")
+
+    assert result.exit_code == 0, result.output
+    assert cells_of(result.stdout, sink_group)[1:] == [
+        f"sink:test{suffix}",
+        traces,
+        "3",
+        "0",
+        "Empty",
+    ]
+    assert cells_of(result.stdout, stream_group)[1:4] == ["stream", kafka.events_topic, "0"]
+    # --verbose: a row per partition: group, topic, partition, committed, end, lag.
+    partition_rows = [
+        cells
+        for line in result.stdout.splitlines()
+        if (cells := [c.strip() for c in line.split("│") if c.strip()])
+        and cells[:2] == [sink_group, traces]
+        and len(cells) == 6
+    ]
+    assert [cells[2:] for cells in partition_rows] == [
+        ["0", "2", "5", "3"],
+        ["1", "3", "3", "0"],
+        ["2", "-", "0", "0"],
+        ["3", "-", "0", "0"],
+    ]
+
+
+def test_status_counts_dead_letters_per_stage_and_what_is_left_to_redrive(
+    kafka: KafkaSettings,
+) -> None:
+    write_letters(
+        kafka,
+        [
+            stream_letter(kafka, "trace-a", 0, 0),
+            sink_letter(kafka, "langfuse", "trace-b", 0, 0),
+            sink_letter(kafka, "langfuse", "trace-c", 0, 1),
+        ],
+    )
+    redriven = run_cli(
+        "dlq", "redrive", *topic_options(kafka), "--stage", "sink:langfuse", "--offsets", "0-1"
+    )
+    assert redriven.exit_code == 0, redriven.output
+
+    result = run_cli("status", *topic_options(kafka))
+
+    assert result.exit_code == 0, result.output
+    assert cells_of(result.stdout, "sink:langfuse")[1:] == ["2", "1"]
+    assert cells_of(result.stdout, "stream")[1:] == ["1", "1"]
+    assert "(all read)" in result.stdout
+
+
+def test_status_shows_the_metrics_of_the_workers_it_scrapes(kafka: KafkaSettings) -> None:
+    registry, _, _ = worker_registry()
+
+    with metrics_endpoint(registry) as address:
+        result = run_cli(
+            "status", *topic_options(kafka), "--metrics", address, "--rate-window", "0.1"
+        )
+
+    assert result.exit_code == 0, result.output
+    assert f"http://{address}/metrics (sink:langfuse, stream)" in result.stdout
+    for metric, value in [
+        ("records", "160"),
+        ("delivered", "38"),
+        ("retries", "5"),
+        ("dead letters", "5"),
+        ("open traces", "7"),
+        ("pending", "3"),
+    ]:
+        assert cells_of(result.stdout, metric)[1] == value
+    assert cells_of(result.stdout, "delivered")[2] == "0.0/s"
+    assert cells_of(result.stdout, "pending")[2] == "-"
+
+
+def test_an_endpoint_that_cannot_be_scraped_exits_1(kafka: KafkaSettings) -> None:
+    address = f"127.0.0.1:{free_port()}"
+
+    result = run_cli("status", *topic_options(kafka), "--metrics", address, "--rate-window", "0")
+
+    assert result.exit_code == 1, result.output
+    assert f"cannot scrape http://{address}/metrics" in result.stderr
+
+
+def test_an_unreachable_broker_exits_3() -> None:
+    address = f"127.0.0.1:{free_port()}"
+
+    result = run_cli("status", "--bootstrap-servers", address, "--timeout", "0.3")
+
+    assert result.exit_code == 3, result.output
+    assert f"no Kafka broker answers at {address}" in result.stderr
