@@ -826,7 +826,8 @@ def state_bytes(records: list[tuple[bytes, bytes]]) -> float:
     for _, value in records[:500]:
         batch = decode_batch(value)
         state = TraceState(batch.trace_id, 0)
-        apply_batch(state, batch, len(value), time.time_ns())
+        raw_events = orjson.loads(value)["events"]
+        apply_batch(state, batch, raw_events, len(value), time.time_ns())
         sizes.append(len(state.dumps()))
     return statistics.fmean(sizes)
 
