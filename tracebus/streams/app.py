@@ -44,6 +44,7 @@ from tracebus.streams.settings import StreamSettings
 
 log = logging.getLogger("tracebus.stream")
 CONTROL_HEADER = "tracebus-control"
+CONTROL_KEY = b"tracebus-control"
 REASON_HEADER = "tracebus-reason"
 _NS = 1_000_000_000
 _PUBLISH_RETRY_S = 1.0
@@ -120,7 +121,7 @@ class StreamWorker:
         headers = dict(message.headers or ())
         control = headers.get(CONTROL_HEADER)
         if control is not None:
-            await self._control(event, control.decode(), orjson.loads(message.value))
+            await self._control(control.decode(), orjson.loads(message.value))
             return
         self.metrics.records.inc()
         try:
@@ -144,23 +145,35 @@ class StreamWorker:
             self._start_publishing(state, Completion.MAX_SIZE, final=final, now=now)
         self._store(key, state)
 
-    async def _control(self, event: EventT, command: str, body: dict[str, Any]) -> None:
-        key = event.message.key
+    async def _control(self, command: str, body: dict[str, Any]) -> None:
+        """Apply a control record: it names many traces of the partition it was sent to, so
+        Faust's per-record cost is paid once per tick or publication round, not per trace."""
+        now = time.time_ns()
+        if command == "published":
+            for trace_id, revision, final in body["traces"]:
+                self._mark_published(trace_id, revision, final, now)
+        else:
+            for trace_id, reason in body["traces"]:
+                self._close(trace_id, reason, now)
+
+    def _mark_published(self, trace_id: str, revision: int, final: bool, now: int) -> None:
+        if self._queued_revisions.get(trace_id) == revision:
+            del self._queued_revisions[trace_id]
+        key = trace_id.encode()
+        state = self._load(key)
+        if state is None or state.status != PUBLISHING or state.revision != revision:
+            return
+        changed = state.status_since_ns < state.last_event_ns
+        mark_published(state, now, final=final)
+        if changed and final:
+            state.status = OPEN  # events arrived while publishing: a new revision
+        self._store(key, state)
+
+    def _close(self, trace_id: str, reason: str, now: int) -> None:
+        key = trace_id.encode()
         state = self._load(key)
         if state is None:
             return
-        now = time.time_ns()
-        if command == "published":
-            if self._queued_revisions.get(state.trace_id) == body["revision"]:
-                del self._queued_revisions[state.trace_id]
-            if state.status == PUBLISHING and state.revision == body["revision"]:
-                changed = state.status_since_ns < state.last_event_ns
-                mark_published(state, now, final=body["final"])
-                if changed and body["final"]:
-                    state.status = OPEN  # events arrived while publishing: a new revision
-                self._store(key, state)
-            return
-        reason = body["reason"]
         if state.status == PUBLISHED:
             if reason == "forget" and now >= state.status_since_ns + self._late_ns:
                 self.table.pop(key, None)
@@ -336,17 +349,16 @@ class StreamWorker:
             if oldest is None:
                 break
             due.append(oldest)
+        by_partition: dict[int, list[tuple[str, str]]] = {}
         for item in due:
-            await self._send_control(
-                item.trace_id, item.partition, "close", {"reason": item.reason}
-            )
+            by_partition.setdefault(item.partition, []).append((item.trace_id, item.reason))
+        for partition, traces in by_partition.items():
+            await self._send_control(partition, "close", traces)
 
-    async def _send_control(
-        self, trace_id: str, partition: int, command: str, body: dict[str, Any]
-    ) -> Any:
+    async def _send_control(self, partition: int, command: str, traces: list[Any]) -> Any:
         return await self.events_topic.send(
-            key=trace_id.encode(),
-            value=orjson.dumps(body),
+            key=CONTROL_KEY,
+            value=orjson.dumps({"traces": traces}),
             partition=partition,
             headers=[(CONTROL_HEADER, command.encode())],
         )
@@ -375,16 +387,16 @@ class StreamWorker:
                     await self.traces_topic.send(key=publication.trace_id.encode(), value=document)
                 )
         await asyncio.gather(*sent)
+        acknowledged: dict[int, list[tuple[str, int, bool]]] = {}
         for publication in batch:
             self.metrics.published.labels("final" if publication.final else "part").inc(
                 len(publication.documents)
             )
-            await self._send_control(
-                publication.trace_id,
-                publication.partition,
-                "published",
-                {"revision": publication.revision, "final": publication.final},
+            acknowledged.setdefault(publication.partition, []).append(
+                (publication.trace_id, publication.revision, publication.final)
             )
+        for partition, traces in acknowledged.items():
+            await self._send_control(partition, "published", traces)
 
 
 def run_worker(worker: StreamWorker, loglevel: str = "info") -> None:
