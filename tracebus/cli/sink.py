@@ -25,6 +25,7 @@ from tracebus.cli.common import (
     console,
     fail,
     require_broker,
+    tune_garbage_collector,
 )
 from tracebus.sinks.exporter import Exporter
 from tracebus.sinks.settings import SinkSettings
@@ -103,6 +104,7 @@ def sink(
 
     from tracebus.sinks.runtime import DeliveryRuntime
 
+    tune_garbage_collector()
     runtime = DeliveryRuntime(exporter, settings)
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, registry=runtime.metrics.registry)

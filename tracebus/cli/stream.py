@@ -25,6 +25,7 @@ from tracebus.cli.common import (
     build_settings,
     fail,
     require_broker,
+    tune_garbage_collector,
 )
 from tracebus.streams.settings import StreamSettings
 
@@ -102,6 +103,7 @@ def stream(
         pricing = PriceBook.load(settings.price_file)
     except PriceFileError as error:
         fail(str(error), ExitCode.USAGE)
+    tune_garbage_collector()
     worker = StreamWorker(settings, pricing)
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port, registry=worker.metrics.registry)
