@@ -100,14 +100,13 @@ def sink(
         langsmith_project,
     )
     require_broker(settings.bootstrap_servers, timeout)
-    from prometheus_client import start_http_server
-
+    from tracebus.observability import serve_metrics
     from tracebus.sinks.runtime import DeliveryRuntime
 
     tune_garbage_collector()
     runtime = DeliveryRuntime(exporter, settings)
     if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, registry=runtime.metrics.registry)
+        serve_metrics(settings.metrics_port, runtime.metrics.registry, runtime.heartbeat)
     console.print(f"sink {destination} delivering from {settings.traces_topic} ({exporter!r})")
     asyncio.run(_run_until_signalled(runtime))
     console.print(f"sink {destination} stopped")

@@ -94,8 +94,7 @@ def stream(
         metrics_port=metrics_port,
     )
     require_broker(settings.bootstrap_servers, timeout)
-    from prometheus_client import start_http_server
-
+    from tracebus.observability import serve_metrics
     from tracebus.streams.app import StreamWorker, run_worker
     from tracebus.streams.pricing import PriceBook, PriceFileError
 
@@ -106,5 +105,5 @@ def stream(
     tune_garbage_collector()
     worker = StreamWorker(settings, pricing)
     if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, registry=worker.metrics.registry)
+        serve_metrics(settings.metrics_port, worker.metrics.registry, worker.heartbeat)
     run_worker(worker, loglevel=logging.getLevelName(logging.getLogger().getEffectiveLevel()))

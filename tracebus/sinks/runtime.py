@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
+from tracebus.observability import Heartbeat
 from tracebus.schemas import TraceDocument
 from tracebus.sinks.exporter import Exporter, ExportError
 from tracebus.sinks.metrics import SinkMetrics
@@ -83,6 +84,7 @@ class DeliveryRuntime:
         self.exporter = exporter
         self.replay = replay
         self.counts = DeliveryCounts()
+        self.heartbeat = Heartbeat()
         self.settings = settings
         self.metrics = metrics or SinkMetrics(exporter.name)
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
@@ -132,6 +134,7 @@ class DeliveryRuntime:
         )
         try:
             while not stop.is_set() and not self._replayed():
+                self.heartbeat.beat()
                 await self._read_once()
                 self._dispatch(force=False)
                 await self._commit()

@@ -22,6 +22,7 @@ import faust
 import orjson
 from faust.types import EventT
 
+from tracebus.observability import Heartbeat
 from tracebus.schemas import Completion, SchemaError, decode_batch
 from tracebus.streams.assembly import (
     OPEN,
@@ -69,6 +70,7 @@ class StreamWorker:
         self.pricing = pricing
         self.metrics = metrics or StreamMetrics()
         self.index = DeadlineIndex()
+        self.heartbeat = Heartbeat()
         self._queue: list[Publication] = []
         # Revisions this worker has queued: a second `close` for them must not publish again.
         self._queued_revisions: dict[str, int] = {}
@@ -341,6 +343,7 @@ class StreamWorker:
     # -- time-based decisions and publication ---------------------------------------------------
 
     async def _tick(self) -> None:
+        self.heartbeat.beat()
         now = time.time_ns()
         due = self.index.pop_due(now)
         s = self.settings
