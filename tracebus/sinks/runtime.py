@@ -308,6 +308,8 @@ class DeliveryRuntime:
                 if error.retryable:
                     elapsed = time.monotonic() - started
                     if s.retry_max_elapsed_s and elapsed >= s.retry_max_elapsed_s:
+                        # The next batch gets its own full retry budget.
+                        self._set_failing(False)
                         await self._dead_letter(
                             items, f"gave up after {elapsed:.0f}s: {error}", "gave_up", error
                         )
