@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
+from workers import CliWorker
 
 from tracebus.config import KafkaSettings
 from tracebus.schemas import TraceDocument, new_observation_id, new_trace_id
@@ -68,15 +65,15 @@ def publish(settings: KafkaSettings, documents: list[TraceDocument]) -> None:
     asyncio.run(send())
 
 
-class SinkProcess:
+class SinkProcess(CliWorker):
     """`tracebus sink DESTINATION` in a subprocess, with its log kept for failures."""
+
+    stop_timeout = 40.0
 
     def __init__(
         self, destination: str, settings: KafkaSettings, log_dir: Path, **env: str
     ) -> None:
-        self.log_path = log_dir / f"sink-{destination}-{uuid.uuid4().hex[:6]}.log"
         environment = {
-            **os.environ,
             "TRACEBUS_GROUP_ID": f"sink-{settings.traces_topic}",
             "TRACEBUS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
             "TRACEBUS_TRACES_TOPIC": settings.traces_topic,
@@ -86,26 +83,5 @@ class SinkProcess:
             "TRACEBUS_RETRY_MAX_S": "1",
             **env,
         }
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tracebus.cli", "--log-level", "info", "sink", destination],
-                env=environment,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(40)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.process.returncode
+        log_path = log_dir / f"sink-{destination}-{uuid.uuid4().hex[:6]}.log"
+        super().__init__(["sink", destination], environment, log_path)

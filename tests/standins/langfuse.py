@@ -23,22 +23,20 @@ import binascii
 import hmac
 import json
 import re
-import threading
 import uuid
 import zlib
-from collections import Counter, deque
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from .server import Fault, Reply, StandInServer
+from .server import ReceivedRequest as ReceivedRequest
 
 TRACES_PATH = "/api/public/otel/v1/traces"
 SCORES_PATH = "/api/public/scores"
@@ -139,33 +137,14 @@ class ReceivedSpan:
         return json.loads(self.attributes[attribute])
 
 
-@dataclass(frozen=True)
-class ReceivedRequest:
-    """A request as it arrived (credentials removed) and the status it got (None: no answer)."""
+class LangfuseStandIn(StandInServer):
+    thread_name = "langfuse-standin"
+    secret_header = "authorization"
+    error_key = "message"
+    too_large_message = "Request body too large"
+    methods = ("POST", "GET", "PUT", "DELETE")
+    length_checked = frozenset({"POST"})
 
-    method: str
-    path: str
-    headers: dict[str, str]
-    status: int | None
-
-
-@dataclass(frozen=True)
-class _Fault:
-    endpoint: str | None  # "traces", "scores" or None for any
-    status: int | None = None  # answer with this status …
-    retry_after: str | None = None
-    hang: bool = False  # … or never answer
-    hang_after_recording: bool = False  # store the request first, then never answer
-
-
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    body: Any
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-class LangfuseStandIn:
     def __init__(
         self,
         public_key: str = "pk-lf-standin",
@@ -174,59 +153,13 @@ class LangfuseStandIn:
         max_body_bytes: int = 16 * 1024 * 1024,
         hang_limit_seconds: float = 30.0,
     ) -> None:
+        super().__init__(max_body_bytes=max_body_bytes, hang_limit_seconds=hang_limit_seconds)
         self.public_key = public_key
         self.secret_key = secret_key
-        self.max_body_bytes = max_body_bytes
-        self._hang_limit = hang_limit_seconds
-        self._lock = threading.Lock()
-        self._faults: deque[_Fault] = deque()
-        self._release_hung = threading.Event()
         self._spans: dict[SpanKey, ReceivedSpan] = {}
         self._receipts: Counter[SpanKey] = Counter()
         self._scores: dict[str, dict[str, Any]] = {}
         self._score_receipts: Counter[str] = Counter()
-        self._requests: list[ReceivedRequest] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._port = 0
-
-    # -- lifecycle --------------------------------------------------------------------------
-
-    def __enter__(self) -> LangfuseStandIn:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL, like a Langfuse host: the API paths go after it."""
-        return f"http://127.0.0.1:{self._port}"
-
-    def start(self) -> None:
-        """Listen on a free port of 127.0.0.1, or on the previous port after `go_down`."""
-        handler = type("Handler", (_Handler,), {"standin": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
-        self._port = self._server.server_address[1]
-        self._release_hung.clear()
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.01},  # shutdown() waits for one poll
-            name=f"langfuse-standin-{self._port}",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop listening; requests left hanging end without an answer."""
-        self._release_hung.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = self._thread = None
 
     # -- faults -----------------------------------------------------------------------------
 
@@ -240,36 +173,15 @@ class LangfuseStandIn:
     ) -> None:
         """The next `count` requests (to "traces", "scores" or any `endpoint`) answer `status`
         without being stored, with a Retry-After header when given."""
-        after = None if retry_after is None else str(retry_after)
-        fault = _Fault(endpoint, status=status, retry_after=after)
-        with self._lock:
-            self._faults.extend([fault] * count)
+        self._add_faults(Fault.failure(status, retry_after, endpoint), count)
 
     def hang_next(
         self, *, count: int = 1, endpoint: str | None = None, after_recording: bool = False
     ) -> None:
         """The next `count` requests never get an answer (until `stop`); with
         `after_recording` they are stored first, like a response lost on its way back."""
-        fault = _Fault(endpoint, hang=not after_recording, hang_after_recording=after_recording)
-        with self._lock:
-            self._faults.extend([fault] * count)
-
-    def go_down(self) -> None:
-        """Stop listening: connections are refused until `come_back`."""
-        self.stop()
-
-    def come_back(self) -> None:
-        """Listen again, on the same port."""
-        self.start()
-
-    @contextmanager
-    def down(self) -> Iterator[None]:
-        """Connections are refused inside the block."""
-        self.go_down()
-        try:
-            yield
-        finally:
-            self.come_back()
+        fault = Fault(endpoint, hang=not after_recording, hang_after_recording=after_recording)
+        self._add_faults(fault, count)
 
     # -- what was received ------------------------------------------------------------------
 
@@ -303,48 +215,29 @@ class LangfuseStandIn:
         with self._lock:
             return dict(self._score_receipts)
 
-    @property
-    def requests(self) -> list[ReceivedRequest]:
-        with self._lock:
-            return list(self._requests)
-
     # -- request handling (called from server threads) --------------------------------------
 
-    def _take_fault(self, endpoint: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.endpoint in (None, endpoint):
-                    self._faults.remove(fault)
-                    return fault
-        return None
+    def _answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply | None:
+        reply = self._handle(method, path, headers, body)
+        self._log(method, path, headers, reply.status if reply else None)
+        return reply
 
-    def _hang(self) -> None:
-        self._release_hung.wait(self._hang_limit)
-
-    def _log(self, method: str, path: str, headers: dict[str, str], status: int | None) -> None:
-        safe = {name: value for name, value in headers.items() if name != "authorization"}
-        with self._lock:
-            self._requests.append(ReceivedRequest(method, path, safe, status))
-
-    def _handle(
-        self, method: str, path: str, headers: dict[str, str], body: bytes
-    ) -> _Reply | None:
+    def _handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply | None:
         """The reply to one request, None to leave it unanswered."""
         endpoint = ENDPOINTS.get(path)
         if endpoint is None:
-            return _Reply(404, {"message": "Not found"})
+            return Reply(404, {"message": "Not found"})
         fault = self._take_fault(endpoint)
         if fault is not None and fault.hang:
             self._hang()
             return None
         if fault is not None and fault.status is not None:
-            retry = (("Retry-After", fault.retry_after),) if fault.retry_after else ()
-            return _Reply(fault.status, {"message": "injected fault"}, retry)
+            return self._fault_reply(fault)
         if method != "POST":
-            return _Reply(405, {"message": "Method not allowed"})
+            return Reply(405, {"message": "Method not allowed"})
         if not self._authorized(headers.get("authorization", "")):
             # Never echo what was sent: it may be a secret.
-            return _Reply(401, {"message": "Invalid credentials"})
+            return Reply(401, {"message": "Invalid credentials"})
         if endpoint == "traces":
             reply = self._ingest_spans(headers, body)
         else:
@@ -365,7 +258,7 @@ class LangfuseStandIn:
         expected = f"{self.public_key}:{self.secret_key}".encode()
         return hmac.compare_digest(credentials, expected)
 
-    def _ingest_spans(self, headers: dict[str, str], body: bytes) -> _Reply:
+    def _ingest_spans(self, headers: dict[str, str], body: bytes) -> Reply:
         version = headers.get("x-langfuse-ingestion-version")
         if version is None or not version.strip().isdigit():
             return _bad_request(
@@ -384,7 +277,7 @@ class LangfuseStandIn:
             try:
                 body = _gunzip(body, self.max_body_bytes)
             except _TooLarge:
-                return _Reply(413, {"message": "Decompressed body too large"})
+                return Reply(413, {"message": "Decompressed body too large"})
             except ValueError as error:
                 return _bad_request(f"Failed to decompress body: {error}")
         elif encoding != "identity":
@@ -397,14 +290,14 @@ class LangfuseStandIn:
         spans, problems = decode_export(request)
         if problems:
             # Like the server's id validation: one bad span rejects the whole export.
-            return _Reply(400, {"message": "Invalid OTLP export", "errors": problems})
+            return Reply(400, {"message": "Invalid OTLP export", "errors": problems})
         with self._lock:
             for span in spans:
                 self._spans[span.key] = span
                 self._receipts[span.key] += 1
-        return _Reply(200, {})
+        return Reply(200, {})
 
-    def _ingest_score(self, headers: dict[str, str], body: bytes) -> _Reply:
+    def _ingest_score(self, headers: dict[str, str], body: bytes) -> Reply:
         if "application/json" not in headers.get("content-type", ""):
             return _bad_request("Invalid content type: expected application/json")
         try:
@@ -414,66 +307,12 @@ class LangfuseStandIn:
         if not isinstance(score, dict):
             return _bad_request("Expected one score object")
         if problems := score_problems(score):
-            return _Reply(400, {"message": "Invalid score", "errors": problems})
+            return Reply(400, {"message": "Invalid score", "errors": problems})
         score_id = score.get("id") or str(uuid.uuid4())
         with self._lock:
             self._scores[score_id] = score
             self._score_receipts[score_id] += 1
-        return _Reply(200, {"id": score_id})
-
-
-class _Handler(BaseHTTPRequestHandler):
-    standin: LangfuseStandIn  # set on the subclass made per stand-in
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # keep test output clean
-
-    def do_POST(self) -> None:
-        self._respond("POST")
-
-    def do_GET(self) -> None:
-        self._respond("GET")
-
-    def do_PUT(self) -> None:
-        self._respond("PUT")
-
-    def do_DELETE(self) -> None:
-        self._respond("DELETE")
-
-    def _respond(self, method: str) -> None:
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        path = urlsplit(self.path).path
-        length = headers.get("content-length")
-        if method == "POST" and (length is None or not length.isdigit()):
-            reply: _Reply | None = _Reply(411, {"message": "Content-Length required"})
-        elif int(length or 0) > self.standin.max_body_bytes:
-            self._discard(int(length or 0))  # read it all, so the client gets to see the 413
-            reply = _Reply(413, {"message": "Request body too large"})
-        else:
-            body = self.rfile.read(int(length or 0))
-            reply = self.standin._handle(method, path, headers, body)
-        self.standin._log(method, path, headers, reply.status if reply else None)
-        if reply is None:
-            self.close_connection = True
-            return
-        payload = json.dumps(reply.body).encode()
-        try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in reply.headers:
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout): nothing to tell it
-
-    def _discard(self, length: int) -> None:
-        while length > 0:
-            chunk = self.rfile.read(min(length, 1 << 16))
-            if not chunk:
-                return
-            length -= len(chunk)
+        return Reply(200, {"id": score_id})
 
 
 class _TooLarge(Exception):
@@ -494,8 +333,8 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     return data
 
 
-def _bad_request(message: str) -> _Reply:
-    return _Reply(400, {"message": message})
+def _bad_request(message: str) -> Reply:
+    return Reply(400, {"message": message})
 
 
 def _plain(value: AnyValue) -> Any:

@@ -21,17 +21,15 @@ from __future__ import annotations
 import hmac
 import json
 import re
-import threading
 import uuid
 import zlib
-from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+
+from . import server
+from .server import Reply, StandInServer
 
 RUN_TYPES = frozenset({"tool", "chain", "llm", "retriever", "embedding", "prompt", "parser"})
 RUN_FIELDS = frozenset({"inputs", "outputs", "events", "extra", "error", "serialized"})
@@ -70,6 +68,7 @@ _SEGMENT = rf"\d{{8}}T\d{{12}}Z{_UUID}"
 DOTTED_ORDER = re.compile(rf"^{_SEGMENT}(\.{_SEGMENT})*$")
 _SEGMENT_TIME_LENGTH = len("20240531T095804831161Z")
 _DISPOSITION_NAME = re.compile(r'^form-data;\s*name="([^"]+)"$')
+MULTIPART_PATH = "/runs/multipart"
 CONFLICT = {"error": "Conflict: payload already received: payloads already received"}
 
 
@@ -84,29 +83,11 @@ class ReceivedPart:
 
 
 @dataclass(frozen=True)
-class ReceivedRequest:
+class ReceivedRequest(server.ReceivedRequest):
     """A request as it arrived (API key removed), its parts, and the status it got (None: no
     answer)."""
 
-    method: str
-    path: str
-    headers: dict[str, str]
-    status: int | None
     parts: list[ReceivedPart] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Fault:
-    status: int | None = None  # answer with this status …
-    retry_after: str | None = None
-    hang: bool = False  # … or never answer
-
-
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    body: Any
-    headers: tuple[tuple[str, str], ...] = ()
 
 
 class Rejected(Exception):
@@ -124,7 +105,14 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 64
 
 
-class LangSmithStandIn:
+class LangSmithStandIn(StandInServer):
+    thread_name = "langsmith-standin"
+    secret_header = "x-api-key"
+    error_key = "detail"
+    too_large_message = "Request Entity Too Large"
+    server_class = _Server
+    request_class = ReceivedRequest
+
     def __init__(
         self,
         api_key: str = "lsv2_pt_standin_secret",
@@ -132,89 +120,10 @@ class LangSmithStandIn:
         max_body_bytes: int = 20 * 1024 * 1024,
         hang_limit_seconds: float = 30.0,
     ) -> None:
+        super().__init__(max_body_bytes=max_body_bytes, hang_limit_seconds=hang_limit_seconds)
         self.api_key = api_key
-        self.max_body_bytes = max_body_bytes
-        self._hang_limit = hang_limit_seconds
-        self._lock = threading.Lock()
-        self._faults: deque[_Fault] = deque()
-        self._release_hung = threading.Event()
         self._runs: dict[str, dict[str, Any]] = {}
         self._feedback: dict[str, dict[str, Any]] = {}
-        self._requests: list[ReceivedRequest] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._port = 0
-
-    # -- lifecycle --------------------------------------------------------------------------
-
-    def __enter__(self) -> LangSmithStandIn:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL, like LangSmith's `api_url`: `/runs/multipart` goes after it."""
-        return f"http://127.0.0.1:{self._port}"
-
-    def start(self) -> None:
-        """Listen on a free port of 127.0.0.1, or on the previous port after `go_down`."""
-        handler = type("Handler", (_Handler,), {"standin": self})
-        self._server = _Server(("127.0.0.1", self._port), handler)
-        self._port = self._server.server_address[1]
-        self._release_hung.clear()
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.01},  # shutdown() waits for one poll
-            name=f"langsmith-standin-{self._port}",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop listening; requests left hanging end without an answer."""
-        self._release_hung.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = self._thread = None
-
-    # -- faults -----------------------------------------------------------------------------
-
-    def fail_next(
-        self, status: int, *, count: int = 1, retry_after: int | str | None = None
-    ) -> None:
-        """The next `count` ingest requests answer `status` without being stored, with a
-        Retry-After header when given (e.g. 429, 500, 503, 413, 422)."""
-        after = None if retry_after is None else str(retry_after)
-        with self._lock:
-            self._faults.extend([_Fault(status=status, retry_after=after)] * count)
-
-    def hang_next(self, *, count: int = 1) -> None:
-        """The next `count` ingest requests never get an answer (until `stop`)."""
-        with self._lock:
-            self._faults.extend([_Fault(hang=True)] * count)
-
-    def go_down(self) -> None:
-        """Stop listening: connections are refused until `come_back`."""
-        self.stop()
-
-    def come_back(self) -> None:
-        """Listen again, on the same port."""
-        self.start()
-
-    @contextmanager
-    def down(self) -> Iterator[None]:
-        """Connections are refused inside the block."""
-        self.go_down()
-        try:
-            yield
-        finally:
-            self.come_back()
 
     # -- what was received ------------------------------------------------------------------
 
@@ -233,56 +142,58 @@ class LangSmithStandIn:
         with self._lock:
             return dict(self._feedback)
 
-    @property
-    def requests(self) -> list[ReceivedRequest]:
-        """Every request to `/runs/multipart`, in arrival order."""
-        with self._lock:
-            return list(self._requests)
-
     # -- request handling (called from server threads) --------------------------------------
+
+    def _logged(self, path: str) -> bool:
+        return path == MULTIPART_PATH  # `requests`: every request to `/runs/multipart`
+
+    def _answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply | None:
+        fault = self._take_fault() if path == MULTIPART_PATH else None
+        if fault is not None and fault.hang:
+            self._log(method, path, headers, None)
+            self._hang()
+            return None
+        if fault is not None and fault.status is not None:
+            reply, parts = self._fault_reply(fault), []
+        else:
+            reply, parts = self._handle(method, path, headers, body)
+        self._log(method, path, headers, reply.status, parts=parts)
+        return reply
 
     def _handle(
         self, method: str, path: str, headers: dict[str, str], body: bytes
-    ) -> tuple[_Reply, list[ReceivedPart]]:
+    ) -> tuple[Reply, list[ReceivedPart]]:
         """The reply to one request, and the parts it carried."""
         if path == "/info" and method == "GET":
-            return _Reply(200, self._info()), []
-        if path != "/runs/multipart":
-            return _Reply(404, {"detail": "Not Found"}), []
+            return Reply(200, self._info()), []
+        if path != MULTIPART_PATH:
+            return Reply(404, {"detail": "Not Found"}), []
         if method != "POST":
-            return _Reply(405, {"detail": "Method Not Allowed"}), []
+            return Reply(405, {"detail": "Method Not Allowed"}), []
         if not hmac.compare_digest(headers.get("x-api-key", "").encode(), self.api_key.encode()):
-            return _Reply(401, {"detail": "Invalid token"}), []  # never echo what was sent
+            return Reply(401, {"detail": "Invalid token"}), []  # never echo what was sent
         try:
             parts = parse_multipart(
                 decode_body(body, headers.get("content-encoding"), self.max_body_bytes),
                 headers.get("content-type", ""),
             )
         except Rejected as rejected:
-            return _Reply(rejected.status, {"detail": rejected.detail}), []
+            return Reply(rejected.status, {"detail": rejected.detail}), []
         with self._lock:
             try:
                 runs, feedback = validate_batch(parts, self._runs)
             except Rejected as rejected:
-                reply = _Reply(rejected.status, {"detail": rejected.detail})
+                reply = Reply(rejected.status, {"detail": rejected.detail})
             else:
                 if any(key in self._runs for key in runs) or any(
                     key in self._feedback for key in feedback
                 ):
-                    reply = _Reply(409, CONFLICT)
+                    reply = Reply(409, CONFLICT)
                 else:
                     self._runs.update(runs)
                     self._feedback.update(feedback)
-                    reply = _Reply(202, {})
+                    reply = Reply(202, {})
         return reply, parts
-
-    def _take_fault(self) -> _Fault | None:
-        with self._lock:
-            return self._faults.popleft() if self._faults else None
-
-    def _log(self, request: ReceivedRequest) -> None:
-        with self._lock:
-            self._requests.append(request)
 
     def _info(self) -> dict[str, Any]:
         return {
@@ -298,65 +209,6 @@ class LangSmithStandIn:
             },
             "instance_flags": {},
         }
-
-
-class _Handler(BaseHTTPRequestHandler):
-    standin: LangSmithStandIn  # set on the subclass made per stand-in
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # keep test output clean
-
-    def do_POST(self) -> None:
-        self._respond("POST")
-
-    def do_GET(self) -> None:
-        self._respond("GET")
-
-    def _respond(self, method: str) -> None:
-        standin = self.standin
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        path = urlsplit(self.path).path
-        safe = {name: value for name, value in headers.items() if name != "x-api-key"}
-        length = headers.get("content-length", "0" if method == "GET" else None)
-        parts: list[ReceivedPart] = []
-        if length is None or not length.isdigit():
-            reply = _Reply(411, {"detail": "Content-Length required"})
-        elif int(length) > standin.max_body_bytes:
-            self._discard(int(length))  # read it all, so the client gets to see the 413
-            reply = _Reply(413, {"detail": "Request Entity Too Large"})
-        else:
-            body = self.rfile.read(int(length))
-            fault = standin._take_fault() if path == "/runs/multipart" else None
-            if fault is not None and fault.hang:
-                standin._log(ReceivedRequest(method, path, safe, None))
-                standin._release_hung.wait(standin._hang_limit)
-                self.close_connection = True
-                return
-            if fault is not None and fault.status is not None:
-                retry = (("Retry-After", fault.retry_after),) if fault.retry_after else ()
-                reply = _Reply(fault.status, {"detail": "injected fault"}, retry)
-            else:
-                reply, parts = standin._handle(method, path, headers, body)
-        if path == "/runs/multipart":
-            standin._log(ReceivedRequest(method, path, safe, reply.status, parts))
-        payload = json.dumps(reply.body).encode()
-        try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in reply.headers:
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout): nothing to tell it
-
-    def _discard(self, length: int) -> None:
-        while length > 0:
-            chunk = self.rfile.read(min(length, 1 << 16))
-            if not chunk:
-                return
-            length -= len(chunk)
 
 
 # -- body decoding ---------------------------------------------------------------------------

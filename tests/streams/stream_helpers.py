@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -13,6 +9,7 @@ from pathlib import Path
 
 import orjson
 from conftest import consume, eventually
+from workers import CliWorker
 
 from tracebus.config import KafkaSettings
 from tracebus.schemas import TraceDocument
@@ -26,13 +23,11 @@ WORKER_ENV = {
 }
 
 
-class WorkerProcess:
+class WorkerProcess(CliWorker):
     """`tracebus stream` in a subprocess, with its log kept for failures."""
 
     def __init__(self, settings: KafkaSettings, log_dir: Path, **env: str) -> None:
-        self.log_path = log_dir / f"stream-{uuid.uuid4().hex[:6]}.log"
         environment = {
-            **os.environ,
             **WORKER_ENV,
             **env,
             "TRACEBUS_APP_ID": f"stream-{settings.events_topic}",
@@ -42,29 +37,7 @@ class WorkerProcess:
             "TRACEBUS_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
             "TRACEBUS_PARTITIONS": str(settings.partitions),
         }
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tracebus.cli", "--log-level", "info", "stream"],
-                env=environment,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.process.returncode
+        super().__init__(["stream"], environment, log_dir / f"stream-{uuid.uuid4().hex[:6]}.log")
 
 
 def read_documents(

@@ -1,0 +1,42 @@
+"""A `tracebus` CLI command run as a real worker process for the tests, with its log kept."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+class CliWorker:
+    """`python -m tracebus.cli --log-level info ARGS` in a subprocess, its output in a log file,
+    with `environment` over this process's own."""
+
+    stop_timeout: float = 30.0  # seconds `stop` waits after SIGTERM before it kills
+
+    def __init__(self, args: list[str], environment: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tracebus.cli", "--log-level", "info", *args],
+                env={**os.environ, **environment},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
