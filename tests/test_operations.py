@@ -120,3 +120,63 @@ def test_an_outage_then_a_replay_of_its_time_range_delivers_everything_once(
     assert "5 delivered" in replay.output
     assert {s.key.trace_id for s in langfuse.spans} == before | during
     assert all(count == 1 for count in langfuse.receipts.values())
+
+
+def test_dead_letters_redriven_after_the_fix_reach_only_their_own_destination(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    settings = fresh_settings(broker.bootstrap_servers)
+    jsonl_dir = tmp_path / "jsonl"
+    with LangfuseStandIn("pk-lf-test", "sk-lf-test") as langfuse:
+        langfuse.fail_next(404, endpoint="traces")  # e.g. a wrong host path, fixed later
+        env = {**KEYS, "TRACEBUS_LANGFUSE_HOST": langfuse.url}
+        workers = [
+            WorkerProcess(settings, tmp_path),
+            SinkProcess("langfuse", settings, tmp_path, **env),
+            SinkProcess(
+                "jsonl",
+                settings,
+                tmp_path,
+                TRACEBUS_GROUP_ID=f"jsonl-{settings.traces_topic}",
+                TRACEBUS_JSONL_DIR=str(jsonl_dir),
+            ),
+        ]
+        client = tracebus.Client(**settings.model_dump(), linger_ms=5)
+
+        def jsonl_lines() -> int:
+            return sum(f.read_text().count("\n") for f in jsonl_dir.glob("*.jsonl"))
+
+        try:
+            rejected = send_traces(client, "rejected", 1)
+            consume(settings.bootstrap_servers, settings.dead_letter_topic, bool, timeout=90)
+            eventually(lambda: jsonl_lines() == 1, 30, "the jsonl copy")
+            redrive = CliRunner().invoke(
+                app,
+                [
+                    "dlq",
+                    "redrive",
+                    "--stage",
+                    "sink:langfuse",
+                    "-b",
+                    settings.bootstrap_servers,
+                    "--events-topic",
+                    settings.events_topic,
+                    "--traces-topic",
+                    settings.traces_topic,
+                    "--dead-letter-topic",
+                    settings.dead_letter_topic,
+                ],
+            )
+            assert redrive.exit_code == 0, redrive.output
+            eventually(
+                lambda: {s.key.trace_id for s in langfuse.spans} == rejected, 60, "redelivery"
+            )
+            after = send_traces(client, "after", 1)
+            eventually(lambda: jsonl_lines() == 2, 30, "the next jsonl copy")
+        finally:
+            client.close()
+            codes = [w.stop() for w in workers]
+        assert codes == [0, 0, 0], [w.log_tail() for w in workers]
+    # The redriven record went to the traces topic for Langfuse only: jsonl skipped it.
+    assert jsonl_lines() == 2
+    assert {s.key.trace_id for s in langfuse.spans} == rejected | after
