@@ -17,34 +17,47 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
-import logging
 import math
 import os
 import pickle
-import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata, util
+from importlib import util
 from pathlib import Path
 from random import Random, getrandbits
 from typing import Any, NoReturn
 
 import orjson
+from common import (
+    add_run_arguments,
+    benchmark_parser,
+    check,
+    embedded_broker,
+    environment,
+    find_result,
+    fmt,
+    in_round,
+    new_table,
+    open_consumer,
+    print_report,
+    produce,
+    progress,
+    ratio,
+    read_to_end,
+    run_child,
+    topic_partitions,
+    write_json,
+)
 
 from tracebus.config import KafkaSettings
-from tracebus.kafka import EmbeddedBroker
 from tracebus.kafka.broker import free_port
 
 SPANS_PER_TRACE = 3
-RESULT_PREFIX = "BENCHMARK-RESULT "
 PARTITIONS = 8
 OVERHEAD_SETTINGS = KafkaSettings(
     events_topic="bench.overhead.events",
@@ -64,6 +77,7 @@ THROUGHPUT_TOPICS = {
 WARMUP_TRACE_ID = "0" * 31 + "1"
 FLOOR_QUEUE_LENGTH = 4096
 SDK_LOGGERS = ("langfuse", "langsmith", "opentelemetry", "urllib3", "httpx", "httpcore")
+PACKAGES = ("tracebus", "langfuse", "langsmith", "aiokafka", "confluent-kafka", "orjson")
 
 # -- the workload: identical data for every variant ------------------------------------------
 
@@ -465,7 +479,6 @@ def aiokafka_options(bootstrap: str) -> dict[str, Any]:
     """The AIOKafkaProducer configuration the tracebus sender uses (see producers/sender.py)."""
     settings = producer_settings(bootstrap)
     return {
-        "bootstrap_servers": bootstrap,
         "acks": "all" if settings.acks == "all" else 1,
         "compression_type": None if settings.compression == "none" else settings.compression,
         "linger_ms": 2,
@@ -535,29 +548,15 @@ def one_event_per_record(records: list[tuple[bytes, bytes]]) -> list[tuple[bytes
     ]
 
 
-async def send_with_aiokafka(
-    bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
-) -> float:
-    """Seconds from the first send until the broker acknowledged every record."""
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(**aiokafka_options(bootstrap))
-    await producer.start()
-    try:
-        await producer.partitions_for(topic)  # metadata loaded, as for the warmed-up tracebus
-        start = time.perf_counter_ns()
-        futures = [await producer.send(topic, value, key=key) for key, value in records]
-        await asyncio.gather(*futures)
-        return (time.perf_counter_ns() - start) / 1e9
-    finally:
-        await producer.stop()
-
-
 def throughput_aiokafka(options: Options) -> dict[str, Any]:
+    """The captured records sent by aiokafka, timed from the first send until the broker
+    acknowledged every record (the topic's metadata loaded first, as for the warmed-up
+    tracebus)."""
     records = load_records(options.records)
     if options.variant == "throughput-aiokafka-single":
         records = one_event_per_record(records)
-    elapsed = asyncio.run(send_with_aiokafka(options.bootstrap, options.topic, records))
+    settings = aiokafka_options(options.bootstrap)
+    elapsed = asyncio.run(produce(options.bootstrap, options.topic, records, settings))
     return {"variant": options.variant, "records": len(records), "elapsed_s": elapsed}
 
 
@@ -621,21 +620,13 @@ THROUGHPUT_LABELS = {
 
 def child_main(options: Options) -> NoReturn:
     """Run one variant, print its result line and leave without waiting for SDK threads."""
-    for name in SDK_LOGGERS:
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    code = 0
-    try:
+
+    def task() -> dict[str, Any]:
         if options.variant in OVERHEAD_VARIANTS:
-            result = measure_overhead(options)
-        else:
-            result = THROUGHPUT_TASKS[options.variant](options)
-        sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
-    except Exception:
-        traceback.print_exc()
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # SDK exporters retrying an unreachable endpoint must not delay the exit
+            return measure_overhead(options)
+        return THROUGHPUT_TASKS[options.variant](options)
+
+    run_child(task, SDK_LOGGERS)
 
 
 # -- parent: orchestration -------------------------------------------------------------------
@@ -664,21 +655,16 @@ def run_variant(variant: str, arguments: list[str], timeout: float) -> dict[str,
         )
     except subprocess.TimeoutExpired:
         return {"variant": variant, "error": f"timed out after {timeout:g}s"}
-    for line in reversed(completed.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            result: dict[str, Any] = json.loads(line.removeprefix(RESULT_PREFIX))
-            return result
+    result = find_result(completed.stdout)
+    if result is not None:
+        return result
     tail = " | ".join(completed.stderr.strip().splitlines()[-3:])
     return {"variant": variant, "error": f"exit code {completed.returncode}: {tail}"}
 
 
-def progress(message: str) -> None:
-    print(f"  {message} …", file=sys.stderr, flush=True)
-
-
 def interleaved(names: list[str], rounds: int) -> list[str]:
     """Every name once per round, alternating the order so that drift hits all alike."""
-    return [n for r in range(rounds) for n in (names if r % 2 == 0 else names[::-1])]
+    return [n for r in range(rounds) for n in in_round(names, r)]
 
 
 def merge_after(afters: list[dict[str, Any]]) -> dict[str, Any]:
@@ -730,26 +716,16 @@ def run_overhead(bootstrap: str, config: Config) -> list[dict[str, Any]]:
 
 async def read_topic(bootstrap: str, topic: str, skip_key: bytes) -> list[tuple[bytes, bytes]]:
     """Every record of `topic` (but those keyed `skip_key`), ordered by timestamp."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    async with open_consumer(bootstrap) as consumer:
+        partitions = await topic_partitions(consumer, topic)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        found: list[tuple[int, int, int, bytes, bytes]] = []
-        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
-            for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
-                found.extend(
-                    (r.timestamp, tp.partition, r.offset, r.key or b"", r.value or b"")
-                    for r in batch
-                    if r.key != skip_key
-                )
-    finally:
-        await consumer.stop()
+        found = [
+            (r.timestamp, r.partition, r.offset, r.key or b"", r.value or b"")
+            for r in await read_to_end(consumer, ends)
+            if r.key != skip_key
+        ]
     found.sort()
     return [(key, value) for _, _, _, key, value in found]
 
@@ -844,12 +820,6 @@ def by_variant(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {row["variant"]: row for row in rows if "error" not in row and "skipped" not in row}
 
 
-def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    if numerator is None or not denominator:
-        return None
-    return numerator / denominator
-
-
 def compute_ratios(
     overhead: list[dict[str, Any]], throughput: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -881,29 +851,6 @@ def compute_ratios(
     }
 
 
-def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for name in ("tracebus", "langfuse", "langsmith", "aiokafka", "confluent-kafka", "orjson"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
-
-
-def environment() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "packages": versions(),
-    }
-
-
-def fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
-    return "—" if value is None else f"{value:,.{digits}f}{suffix}"
-
-
 def overhead_note(row: dict[str, Any]) -> str:
     if "error" in row:
         return f"ERROR {row['error']}"
@@ -927,28 +874,15 @@ def throughput_note(row: dict[str, Any]) -> str:
     return ""
 
 
-def check(value: float | None, target: float, at_most: bool) -> str:
-    if value is None:
-        return "n/a"
-    return "PASS" if (value <= target if at_most else value >= target) else "MISS"
-
-
 def overhead_table(report: dict[str, Any]) -> Any:
-    from rich import box
-    from rich.table import Table
-
     config = report["config"]
     floor = by_variant(report["overhead"]).get("floor", {}).get("p50_us")
-    table = Table(
-        title=f"Caller overhead per span ({config['spans']:,} spans per variant in "
+    table = new_table(
+        f"Caller overhead per span ({config['spans']:,} spans per variant in "
         f"{config['rounds']} interleaved rounds; trace → span → generation)",
-        box=box.SIMPLE_HEAVY,
+        ["variant", "API"],
+        ["p50 µs", "p99 µs", "mean µs", "p50 ÷ floor"],
     )
-    table.add_column("variant")
-    table.add_column("API")
-    for column in ("p50 µs", "p99 µs", "mean µs", "p50 ÷ floor"):
-        table.add_column(column, justify="right")
-    table.add_column("notes")
     for row in report["overhead"]:
         variant = OVERHEAD_VARIANTS[row["variant"]]
         table.add_row(
@@ -964,19 +898,13 @@ def overhead_table(report: dict[str, Any]) -> Any:
 
 
 def throughput_table(report: dict[str, Any]) -> Any:
-    from rich import box
-    from rich.table import Table
-
     config = report["config"]
-    table = Table(
-        title=f"Producer throughput ({config['events']:,} events over {config['trace_ids']:,} "
+    table = new_table(
+        f"Producer throughput ({config['events']:,} events over {config['trace_ids']:,} "
         f"traces, lz4, acks=all; median of {config['rounds']} rounds)",
-        box=box.SIMPLE_HEAVY,
+        ["producer"],
+        ["records", "events", "seconds", "events/s", "÷ aiokafka"],
     )
-    table.add_column("producer")
-    for column in ("records", "events", "seconds", "events/s", "÷ aiokafka"):
-        table.add_column(column, justify="right")
-    table.add_column("notes")
     rates = {k: v["events_per_s"] for k, v in by_variant(report["throughput"]).items()}
     for row in report["throughput"]:
         table.add_row(
@@ -991,47 +919,35 @@ def throughput_table(report: dict[str, Any]) -> Any:
     return table
 
 
-def summary(ratios: dict[str, Any]) -> str:
+def summary_lines(ratios: dict[str, Any]) -> list[str]:
     floor = ratios["tracebus_p50_over_floor_p50"]
     sdk = ratios["fastest_sdk_p50_over_tracebus_p50"]
     decorator = ratios["fastest_sdk_decorator_p50_over_tracebus_observe_p50"]
     throughput = ratios["tracebus_over_aiokafka_throughput"]
-    return "\n".join(
-        [
-            f"tracebus p50 ÷ floor p50 = {fmt(floor, 2)} (target ≤ 3: {check(floor, 3, True)}); "
-            f"tracebus @observe ÷ floor = {fmt(ratios['tracebus_observe_p50_over_floor_p50'], 2)}",
-            f"fastest SDK ({ratios['fastest_sdk']}) p50 ÷ tracebus p50 = {fmt(sdk, 1)} "
-            f"(target ≥ 5: {check(sdk, 5, False)})",
-            f"fastest SDK decorator ({ratios['fastest_sdk_decorator']}) p50 ÷ tracebus @observe "
-            f"p50 = {fmt(decorator, 1)}",
-            f"tracebus ÷ raw aiokafka throughput = {fmt(throughput, 2)} "
-            f"(target ≥ 0.8: {check(throughput, 0.8, False)})",
-        ]
-    )
-
-
-def print_report(report: dict[str, Any]) -> None:
-    from rich.console import Console
-
-    console = Console(width=max(Console().width, 132))
-    console.print(overhead_table(report))
-    console.print(throughput_table(report))
-    console.print(summary(report["ratios"]), highlight=False)
+    floor_check = check(floor, 3, at_most=True)
+    return [
+        f"tracebus p50 ÷ floor p50 = {fmt(floor, 2)} (target ≤ 3: {floor_check}); "
+        f"tracebus @observe ÷ floor = {fmt(ratios['tracebus_observe_p50_over_floor_p50'], 2)}",
+        f"fastest SDK ({ratios['fastest_sdk']}) p50 ÷ tracebus p50 = {fmt(sdk, 1)} "
+        f"(target ≥ 5: {check(sdk, 5)})",
+        f"fastest SDK decorator ({ratios['fastest_sdk_decorator']}) p50 ÷ tracebus @observe "
+        f"p50 = {fmt(decorator, 1)}",
+        f"tracebus ÷ raw aiokafka throughput = {fmt(throughput, 2)} "
+        f"(target ≥ 0.8: {check(throughput, 0.8)})",
+    ]
 
 
 # -- command line -----------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--spans", type=int, default=10_002, help="spans measured per variant")
     parser.add_argument("--warmup", type=int, default=500, help="warm-up traces per child run")
     parser.add_argument("--events", type=int, default=100_000, help="events of the throughput run")
     parser.add_argument("--trace-ids", type=int, default=2_000, help="traces the events belong to")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of each variant")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1,500 spans, 10k events")
-    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
-    parser.add_argument("--timeout", type=float, default=600.0, help="limit per child, seconds")
+    add_run_arguments(parser, quick="1,500 spans, 10k events", timeout=600.0, per="child")
     internal = parser.add_argument_group("internal (one variant in a child process)")
     internal.add_argument("--variant", help=argparse.SUPPRESS)
     internal.add_argument("--bootstrap", help=argparse.SUPPRESS)
@@ -1063,13 +979,9 @@ def child_options(args: argparse.Namespace) -> Options:
 def run_benchmark(config: Config) -> dict[str, Any]:
     topics = OVERHEAD_SETTINGS.topic_partitions()
     topics.update(dict.fromkeys(THROUGHPUT_TOPICS.values(), PARTITIONS))
-    with tempfile.TemporaryDirectory(prefix="tracebus-bench-") as workdir:
-        broker = EmbeddedBroker(
-            port=free_port(), topics=topics, log_path=Path(workdir) / "tansu.log"
-        )
-        with broker:
-            overhead = run_overhead(broker.bootstrap_servers, config)
-            throughput = run_throughput(broker.bootstrap_servers, config, Path(workdir))
+    with embedded_broker(topics, "tracebus-bench-") as (bootstrap, work):
+        overhead = run_overhead(bootstrap, config)
+        throughput = run_throughput(bootstrap, config, work)
     return {
         "config": {
             "spans": config.traces_per_round * config.rounds * SPANS_PER_TRACE,
@@ -1079,7 +991,7 @@ def run_benchmark(config: Config) -> dict[str, Any]:
             "events": config.events,
             "trace_ids": config.trace_ids,
         },
-        "environment": environment(),
+        "environment": environment(PACKAGES),
         "overhead": overhead,
         "throughput": throughput,
         "ratios": compute_ratios(overhead, throughput),
@@ -1099,9 +1011,9 @@ def main(argv: list[str] | None = None) -> int:
         timeout_s=args.timeout,
     )
     report = run_benchmark(config)
-    print_report(report)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    tables = [overhead_table(report), throughput_table(report)]
+    print_report(tables, summary_lines(report["ratios"]), 132)
+    write_json(args.json, report)
     rows = report["overhead"] + report["throughput"]
     return 1 if any("error" in row for row in rows) else 0
 

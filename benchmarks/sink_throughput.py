@@ -24,36 +24,57 @@ import base64
 import contextlib
 import gzip
 import json
-import logging
 import os
-import platform
-import re
 import resource
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from random import Random
 from typing import Any, NoReturn
 
-from tracebus.kafka import EmbeddedBroker
-from tracebus.kafka.broker import free_port
+from common import (
+    NS_PER_MS,
+    PASSAGES,
+    QUESTIONS,
+    Child,
+    Profiler,
+    add_profile_arguments,
+    add_run_arguments,
+    benchmark_parser,
+    check,
+    children_killed,
+    cpu_seconds,
+    embedded_broker,
+    environment,
+    find_result,
+    fmt,
+    hex_id,
+    hottest_lines,
+    in_round,
+    new_table,
+    plan_tree,
+    prepare_profile_dir,
+    print_report,
+    produce,
+    profile_summary,
+    progress,
+    ratio,
+    run_child,
+    wait_until,
+    write_json,
+)
+
 from tracebus.schemas import Cost, TraceDocument, Usage
 from tracebus.schemas.traces import Observation, TraceAttributes, TraceSummary
 from tracebus.sinks.langfuse import cost_details, usage_details
 
 PARTITIONS = 8
-RESULT_PREFIX = "BENCHMARK-RESULT "
 TRACES_PATH = "/api/public/otel/v1/traces"
 PUBLIC_KEY, SECRET_KEY = "pk-lf-benchmark", "sk-lf-benchmark"
 AUTHORIZATION = "Basic " + base64.b64encode(f"{PUBLIC_KEY}:{SECRET_KEY}".encode()).decode()
@@ -61,8 +82,15 @@ TARGET_PER_CORE = 3.0
 WORKER_COMMAND = [sys.executable, "-m", "tracebus.cli", "--log-level", "info", "sink", "langfuse"]
 READY_LINE = "assigned ["  # the runtime logs its partitions once it has joined the group
 SDK_LOGGERS = ("langfuse", "opentelemetry", "urllib3", "requests")
-_NS_PER_MS = 1_000_000
-_MS_PER_S = 1000
+PACKAGES = ("tracebus", "langfuse", "opentelemetry-sdk", "aiokafka", "httpx", "protobuf")
+# The AIOKafkaProducer of `publish`: like the stream worker's (acks=all, no compression, 50 ms).
+WORKER_PRODUCER_SETTINGS = {
+    "acks": "all",
+    "linger_ms": 50,
+    "max_batch_size": 1024 * 1024,
+    "max_request_size": 4 * 1024 * 1024,
+    "enable_idempotence": False,
+}
 
 # -- the workload: one plan per trace, rendered for tracebus and for the SDK -------------------
 
@@ -75,13 +103,6 @@ SYSTEM_PROMPT = (
     "order data and the knowledge-base passages you were given, never promise refunds that the "
     "policy does not allow, and hand over to a human when the customer asks for one."
 )
-QUESTIONS = [
-    "Where is my order 4411? It was supposed to arrive on Monday and the tracking page is empty.",
-    "Can I return a pair of shoes I bought three weeks ago if I have already worn them once?",
-    "The invoice for my last purchase shows the wrong address; can you send a corrected one?",
-    "Why was I charged twice for the same subscription this month, and when is it refunded?",
-    "Do you ship to Norway, and how long does delivery usually take to Oslo in winter?",
-]
 ANSWERS = [
     "Your order 4411 left our warehouse yesterday afternoon; the carrier expects to deliver it "
     "on Friday before noon. The tracking page updates overnight, so it should show the parcel "
@@ -97,13 +118,6 @@ ANSWERS = [
     "Yes, we ship to Norway. Delivery to Oslo takes 3 to 5 working days, customs included; in "
     "winter the carrier sometimes needs one more day for addresses outside the city.",
 ]
-PASSAGES = [
-    "Orders leave the warehouse within 24 hours on working days; tracking updates nightly.",
-    "Returns are accepted within 30 days of delivery for items in resellable condition.",
-    "Invoices can be reissued with a corrected address by the support team at any time.",
-    "Card pre-authorisations are released by the bank within 5 working days of the charge.",
-    "International shipping covers the EU, Norway, Switzerland and the United Kingdom.",
-]
 # Words of the varying part of prompts and replies, so that payloads compress like real ones.
 _WORDS = (
     "order parcel invoice refund return delivery carrier warehouse address customer account "
@@ -116,9 +130,7 @@ _WORDS = (
     "rome vienna lisbon dublin warsaw prague stockholm helsinki copenhagen amsterdam brussels"
 )
 VOCABULARY = _WORDS.split()
-TOOLS = ["lookup_order", "lookup_customer", "create_return", "send_email", "refund_status"]
 KIND_WEIGHTS = {"generation": 35, "tool": 20, "retriever": 15, "span": 20, "chain": 10}
-CONTAINERS = frozenset({"agent", "span", "chain"})
 ENVIRONMENT, RELEASE = "production", "2025.05.1"
 
 
@@ -157,39 +169,8 @@ class TracePlan:
     nodes: list[NodePlan]
 
 
-def hex_id(rng: Random, bits: int) -> str:
-    return f"{rng.getrandbits(bits) or 1:0{bits // 4}x}"
-
-
 def words(rng: Random, low: int, high: int) -> str:
     return " ".join(rng.choices(VOCABULARY, k=rng.randint(low, high)))
-
-
-def plan_tree(rng: Random, start_ns: int) -> list[tuple[str, str, int | None, int, int]]:
-    """(kind, name, parent index, start, end) of 5–20 observations: an agent root, nested
-    spans and chains, leaves of work; parents end after their children."""
-    size = rng.randint(MIN_OBSERVATIONS, MAX_OBSERVATIONS)
-    kinds, weights = list(KIND_WEIGHTS), list(KIND_WEIGHTS.values())
-    nodes: list[list[Any]] = [["agent", "handle-request", None, start_ns, 0]]
-    containers = [0]
-    for index in range(1, size):
-        kind = rng.choices(kinds, weights)[0]
-        name = {"tool": rng.choice(TOOLS), "retriever": "search-kb", "generation": "llm"}.get(
-            kind, f"{kind}-{index}"
-        )
-        parent = rng.choice(containers[-3:])
-        nodes.append([kind, name, parent, start_ns + index * 15 * _NS_PER_MS, 0])
-        if kind in CONTAINERS:
-            containers.append(index)
-    durations_ms = {"generation": (300, 2500), "tool": (5, 200), "retriever": (20, 150)}
-    for node in nodes:
-        low, high = durations_ms.get(node[0], (1, 5))
-        node[4] = node[3] + rng.randint(low, high) * _NS_PER_MS
-    for node in reversed(nodes):
-        if node[2] is not None:
-            parent_node = nodes[node[2]]
-            parent_node[4] = max(parent_node[4], node[4] + _NS_PER_MS)
-    return [(k, n, p, s, e) for k, n, p, s, e in nodes]
 
 
 def plan_node(
@@ -235,7 +216,7 @@ def plan_node(
                 "output": round(cost_output, 9),
                 "total": round(cost_input + cost_output, 9),
             },
-            completion_start_ns=start + rng.randint(150, 600) * _NS_PER_MS,
+            completion_start_ns=start + rng.randint(150, 600) * NS_PER_MS,
         )
     if kind == "tool":
         order = rng.randint(1000, 9999)
@@ -273,7 +254,8 @@ def plan_traces(count: int, seed: int) -> list[TracePlan]:
     start_ns = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
     plans = []
     for index in range(count):
-        tree = plan_tree(rng, start_ns + index * _NS_PER_MS)
+        sizes = (MIN_OBSERVATIONS, MAX_OBSERVATIONS)
+        tree = plan_tree(rng, start_ns + index * NS_PER_MS, sizes, KIND_WEIGHTS)
         topic = rng.randrange(len(QUESTIONS))
         nodes = [plan_node(rng, topic, *node) for node in tree]
         user = rng.randrange(10_000)
@@ -301,7 +283,7 @@ def trace_document(plan: TracePlan) -> TraceDocument:
         ttft = (
             None
             if node.completion_start_ns is None
-            else (node.completion_start_ns - node.start_ns) / _NS_PER_MS
+            else (node.completion_start_ns - node.start_ns) / NS_PER_MS
         )
         observations.append(
             Observation(
@@ -311,7 +293,7 @@ def trace_document(plan: TracePlan) -> TraceDocument:
                 name=node.name,
                 start_time_unix_nano=node.start_ns,
                 end_time_unix_nano=node.end_ns,
-                duration_ms=(node.end_ns - node.start_ns) / _NS_PER_MS,
+                duration_ms=(node.end_ns - node.start_ns) / NS_PER_MS,
                 level=node.level,
                 status_message=node.status_message,
                 input=node.input,
@@ -336,7 +318,7 @@ def trace_document(plan: TracePlan) -> TraceDocument:
         trace_id=plan.trace_id,
         revision=1,
         completed_by="root_ended",
-        published_at_unix_nano=end + 200 * _NS_PER_MS,
+        published_at_unix_nano=end + 200 * NS_PER_MS,
         trace=TraceAttributes(
             name=plan.name,
             user_id=plan.user_id,
@@ -353,7 +335,7 @@ def trace_document(plan: TracePlan) -> TraceDocument:
         summary=TraceSummary(
             start_time_unix_nano=start,
             end_time_unix_nano=end,
-            duration_ms=(end - start) / _NS_PER_MS,
+            duration_ms=(end - start) / NS_PER_MS,
             observation_count=len(plan.nodes),
             observations_by_kind=dict(Counter(node.kind for node in plan.nodes)),
             error_count=sum(node.level == "ERROR" for node in plan.nodes),
@@ -555,104 +537,12 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
         await reader.readexactly(2)
 
 
-# -- processes ---------------------------------------------------------------------------------
-
-_children: list[subprocess.Popen[bytes]] = []
-
-
-class Child:
-    """A subprocess with its output in a log file; killed on exit whatever happens."""
-
-    def __init__(self, command: list[str], log_path: Path, env: dict[str, str] | None = None):
-        self.log_path = log_path
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        _children.append(self.process)
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def log_tail(self, lines: int = 5) -> str:
-        return " | ".join(self.log_text().strip().splitlines()[-lines:])
-
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM, then SIGKILL after `timeout` seconds."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
-
-
-def kill_children() -> None:
-    for process in _children:
-        if process.poll() is None:
-            process.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(10)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_until(condition: Any, child: Child, timeout: float) -> str | None:
-    """Poll `condition` until it holds; the reason it never did, or None."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if child.process.poll() is not None:
-            return f"exited with code {child.process.returncode}: {child.log_tail()}"
-        if time.monotonic() >= deadline:
-            return f"timed out after {timeout:g} s"
-        time.sleep(0.02)
-    return None
-
-
-class Profiler:
-    """py-spy attached to a process, raw collapsed stacks at 100 Hz until stopped."""
-
-    def __init__(self, binary: str, pid: int, path: Path) -> None:
-        self.path = path
-        command = [binary, "record", "--pid", str(pid), "--rate", "100", "--format", "raw"]
-        self.child = Child([*command, "--output", str(path)], path.with_suffix(".log"))
-
-    def stop(self) -> None:
-        if self.child.process.poll() is None:
-            self.child.process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-            try:
-                self.child.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.child.process.kill()
-
-
 # -- Kafka (parent) ----------------------------------------------------------------------------
 
 
-async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+def publish(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
     """Publish like the stream worker's producer (acks=all, no compression, linger 50 ms)."""
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        linger_ms=50,
-        max_batch_size=1024 * 1024,
-        max_request_size=4 * 1024 * 1024,
-        enable_idempotence=False,
-    )
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, value, key=key) for key, value in records]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+    asyncio.run(produce(bootstrap, topic, records, WORKER_PRODUCER_SETTINGS))
 
 
 # -- the tracebus sink worker (parent side) -----------------------------------------------------
@@ -788,7 +678,7 @@ def run_profiled(
         if error is None:
             profiler = Profiler(config.py_spy, worker.process.pid, path)
             time.sleep(1.0)
-            asyncio.run(produce(bootstrap, topics.profile, records))
+            publish(bootstrap, topics.profile, records)
             error = wait_until(
                 lambda: standin.distinct_spans() >= expected, worker, config.timeout_s
             )
@@ -858,60 +748,53 @@ def sdk_trace(langfuse: Any, propagate: Any, plan: TracePlan, calls: list[SdkCal
 
 
 def sdk_main(args: argparse.Namespace) -> NoReturn:
+    run_child(lambda: sdk_run(args), SDK_LOGGERS)  # os._exit: the SDK's handlers would flush
+
+
+def sdk_run(args: argparse.Namespace) -> dict[str, Any]:
     """Create `--traces` traces with the SDK after `--warmup` (flushed, not timed); timed from
     the first observation started until `flush()` returned."""
-    for name in SDK_LOGGERS:
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    code = 0
-    try:
-        from langfuse import Langfuse, propagate_attributes
+    from langfuse import Langfuse, propagate_attributes
 
-        plans = plan_traces(args.warmup + args.traces, args.seed)
-        prepared = [(plan, sdk_calls(plan)) for plan in plans]
-        warmup, timed = prepared[: args.warmup], prepared[args.warmup :]
-        langfuse = Langfuse(
-            public_key=PUBLIC_KEY,
-            secret_key=SECRET_KEY,
-            base_url=args.url,
-            environment=ENVIRONMENT,
-            release=RELEASE,
-            timeout=30,
-        )
-        for plan, calls in warmup:
-            sdk_trace(langfuse, propagate_attributes, plan, calls)
-        langfuse.flush()
-        spans = sum(len(calls) for _, calls in timed)
-        usage_before, thread_before = resource.getrusage(resource.RUSAGE_SELF), time.thread_time()
-        wall_start, start = time.time(), time.perf_counter()
-        for plan, calls in timed:
-            sdk_trace(langfuse, propagate_attributes, plan, calls)
-        created = time.perf_counter()
-        caller_cpu = time.thread_time() - thread_before
-        langfuse.flush()
-        end = time.perf_counter()
-        usage_after = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = (usage_after.ru_utime - usage_before.ru_utime) + (
-            usage_after.ru_stime - usage_before.ru_stime
-        )
-        result = {
-            "traces": len(timed),
-            "spans": spans,
-            "warmup_spans": sum(len(calls) for _, calls in warmup),
-            "seconds": end - start,
-            "create_s": created - start,
-            "flush_s": end - created,
-            "wall_start": wall_start,
-            "wall_end": wall_start + (end - start),
-            "cpu_s": cpu,
-            "caller_cpu_s": caller_cpu,
-        }
-        sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
-    except Exception:
-        traceback.print_exc()
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # the SDK's exit handlers would flush again
+    plans = plan_traces(args.warmup + args.traces, args.seed)
+    prepared = [(plan, sdk_calls(plan)) for plan in plans]
+    warmup, timed = prepared[: args.warmup], prepared[args.warmup :]
+    langfuse = Langfuse(
+        public_key=PUBLIC_KEY,
+        secret_key=SECRET_KEY,
+        base_url=args.url,
+        environment=ENVIRONMENT,
+        release=RELEASE,
+        timeout=30,
+    )
+    for plan, calls in warmup:
+        sdk_trace(langfuse, propagate_attributes, plan, calls)
+    langfuse.flush()
+    spans = sum(len(calls) for _, calls in timed)
+    usage_before, thread_before = resource.getrusage(resource.RUSAGE_SELF), time.thread_time()
+    wall_start, start = time.time(), time.perf_counter()
+    for plan, calls in timed:
+        sdk_trace(langfuse, propagate_attributes, plan, calls)
+    created = time.perf_counter()
+    caller_cpu = time.thread_time() - thread_before
+    langfuse.flush()
+    end = time.perf_counter()
+    usage_after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (usage_after.ru_utime - usage_before.ru_utime) + (
+        usage_after.ru_stime - usage_before.ru_stime
+    )
+    return {
+        "traces": len(timed),
+        "spans": spans,
+        "warmup_spans": sum(len(calls) for _, calls in warmup),
+        "seconds": end - start,
+        "create_s": created - start,
+        "flush_s": end - created,
+        "wall_start": wall_start,
+        "wall_end": wall_start + (end - start),
+        "cpu_s": cpu,
+        "caller_cpu_s": caller_cpu,
+    }
 
 
 def run_sdk(
@@ -937,11 +820,7 @@ def run_sdk(
     finally:
         child.stop()
     requests, distinct, rejected = standin.snapshot()
-    result = None
-    for line in reversed(child.log_text().splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            result = json.loads(line.removeprefix(RESULT_PREFIX))
-            break
+    result = find_result(child.log_text())
     row.update(distinct_spans=distinct, expected_spans=total)
     if rejected:
         row["error"] = f"{len(rejected)} request(s) rejected, e.g. {rejected[0]}"
@@ -970,49 +849,7 @@ def run_sdk(
     return row
 
 
-# -- py-spy profile summary ----------------------------------------------------------------------
-
-_FRAME = re.compile(r"^(?P<function>.+?) \((?P<file>[^()]+?)(?::\d+)?\)$")
-
-
-def profile_summary(path: Path, top: int = 15) -> dict[str, Any]:
-    """Self and inclusive samples per function from py-spy's raw (collapsed) output."""
-    own = Counter[str]()
-    inclusive = Counter[str]()
-    total = 0
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        names = []
-        for frame in stack.split(";"):
-            match = _FRAME.match(frame)
-            if match is None:
-                names.append(frame)
-                continue
-            file = match.group("file")
-            marker = file.rfind("tracebus/")
-            where = file[marker:] if marker >= 0 else Path(file).name
-            names.append(f"{match.group('function')} ({where})")
-        if names:
-            own[names[-1]] += count
-        for name in set(names):
-            inclusive[name] += count
-    tracebus = [(n, c) for n, c in inclusive.most_common() if "(tracebus/" in n]
-    return {"samples": total, "self": own.most_common(top), "tracebus_inclusive": tracebus[:top]}
-
-
 # -- report ----------------------------------------------------------------------------------------
-
-
-def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    return None if numerator is None or not denominator else numerator / denominator
-
-
-def fmt(value: float | None, digits: int = 0, suffix: str = "") -> str:
-    return "—" if value is None else f"{value:,.{digits}f}{suffix}"
 
 
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1067,20 +904,14 @@ def row_note(row: dict[str, Any]) -> str:
 
 
 def throughput_table(report: dict[str, Any]) -> Any:
-    from rich import box
-    from rich.table import Table
-
     workload, config = report["workload"], report["config"]
-    table = Table(
-        title=f"Langfuse delivery to a local stand-in ({workload['traces']:,} traces, "
+    table = new_table(
+        f"Langfuse delivery to a local stand-in ({workload['traces']:,} traces, "
         f"{workload['spans']:,} spans, {workload['document_bytes'] / workload['traces']:,.0f} B "
         f"per trace document; median of {config['rounds']} round(s))",
-        box=box.SIMPLE_HEAVY,
+        ["implementation"],
+        ["traces/s", "spans/s", "CPU s/1k traces", "CPU", "÷ SDK wall", "÷ SDK core"],
     )
-    table.add_column("implementation")
-    for column in ("traces/s", "spans/s", "CPU s/1k traces", "CPU", "÷ SDK wall", "÷ SDK core"):
-        table.add_column(column, justify="right")
-    table.add_column("notes")
     sdk = report["sdk"]
     rows = [*report["tracebus"], sdk]
     for row in rows:
@@ -1105,7 +936,7 @@ def throughput_table(report: dict[str, Any]) -> Any:
 def summary_lines(report: dict[str, Any]) -> list[str]:
     ratios, sdk = report["ratios"], report["sdk"]
     best = ratios["per_core_best"]
-    verdict = "n/a" if best is None else ("PASS" if best >= TARGET_PER_CORE else "MISS")
+    verdict = check(best, TARGET_PER_CORE)
     lines = [
         f"tracebus ÷ SDK per core (traces per CPU second), best batch "
         f"({ratios['best_batch_max_traces']}): {fmt(best, 2)}× (target ≥ {TARGET_PER_CORE:g}×: "
@@ -1150,42 +981,14 @@ def profile_lines(report: dict[str, Any]) -> list[str]:
     if "summary" not in profile:
         return [f"py-spy: no profile ({profile.get('error', 'no output')})"]
     summary = profile["summary"]
-    total = summary["samples"] or 1
-    lines = [
+    return [
         f"py-spy, tracebus sink worker, batch {profile['batch_max_traces']} "
         f"({summary['samples']:,} samples, {profile['profile']}):",
-        "  hottest tracebus functions (inclusive):",
+        *hottest_lines(summary, 12),
     ]
-    lines += [f"    {c / total:6.1%}  {n}" for n, c in summary["tracebus_inclusive"][:12]]
-    lines.append("  hottest functions (self):")
-    lines += [f"    {c / total:6.1%}  {n}" for n, c in summary["self"][:12]]
-    return lines
-
-
-def print_report(report: dict[str, Any]) -> None:
-    from rich.console import Console
-
-    console = Console(width=max(Console().width, 160))
-    console.print(throughput_table(report))
-    for line in summary_lines(report) + profile_lines(report):
-        console.print(line, highlight=False, markup=False)
-
-
-def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for name in ("tracebus", "langfuse", "opentelemetry-sdk", "aiokafka", "httpx", "protobuf"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 # -- orchestration ---------------------------------------------------------------------------------
-
-
-def progress(message: str) -> None:
-    print(f"  {message} …", file=sys.stderr, flush=True)
 
 
 def run_benchmark(config: Config) -> dict[str, Any]:
@@ -1208,48 +1011,43 @@ def run_benchmark(config: Config) -> dict[str, Any]:
     tracebus_runs: dict[int, list[dict[str, Any]]] = {batch: [] for batch in config.batches}
     sdk_runs: list[dict[str, Any]] = []
     profile = None
-    with tempfile.TemporaryDirectory(prefix="tracebus-sink-bench-") as directory:
-        work = Path(directory)
-        broker = EmbeddedBroker(
-            port=free_port(), topics=topics.partitions(), log_path=work / "tansu.log"
-        )
-        with broker, FastStandIn() as standin:
-            bootstrap = broker.bootstrap_servers
-            progress(f"publishing {len(records):,} trace documents")
-            asyncio.run(produce(bootstrap, topics.traces, records))
-            for round_index in range(config.rounds):
-                order: list[int | None] = [None, *config.batches]
-                for batch in order if round_index % 2 == 0 else order[::-1]:
-                    label = "langfuse SDK" if batch is None else f"tracebus batch {batch}"
-                    progress(f"round {round_index + 1}: {label}")
-                    try:
-                        if batch is None:
-                            sdk_runs.append(run_sdk(standin, workload, config, work))
-                        else:
-                            tracebus_runs[batch].append(
-                                run_tracebus(
-                                    standin, bootstrap, topics, workload, batch, config, work
-                                )
-                            )
-                    except Exception as error:
-                        failed = {"implementation": "sdk" if batch is None else "tracebus"}
-                        failed.update(batch_max_traces=batch, error=repr(error))
-                        (sdk_runs if batch is None else tracebus_runs[batch]).append(failed)
-            tracebus = [median_row(rows) for rows in tracebus_runs.values()]
-            if config.py_spy:
-                found = [row for row in tracebus if "error" not in row]
-                best = max(found, key=lambda r: r["traces_per_s"], default=tracebus[0])
-                progress(f"profiling a worker with py-spy (batch {best['batch_max_traces']})")
-                profile = run_profiled(
-                    standin,
-                    bootstrap,
-                    topics,
-                    records,
-                    workload["spans"],
-                    best["batch_max_traces"],
-                    config,
-                    work,
-                )
+    with (
+        embedded_broker(topics.partitions(), "tracebus-sink-bench-") as (bootstrap, work),
+        FastStandIn() as standin,
+    ):
+        progress(f"publishing {len(records):,} trace documents")
+        publish(bootstrap, topics.traces, records)
+        for round_index in range(config.rounds):
+            order: list[int | None] = [None, *config.batches]
+            for batch in in_round(order, round_index):
+                label = "langfuse SDK" if batch is None else f"tracebus batch {batch}"
+                progress(f"round {round_index + 1}: {label}")
+                try:
+                    if batch is None:
+                        sdk_runs.append(run_sdk(standin, workload, config, work))
+                    else:
+                        tracebus_runs[batch].append(
+                            run_tracebus(standin, bootstrap, topics, workload, batch, config, work)
+                        )
+                except Exception as error:
+                    failed = {"implementation": "sdk" if batch is None else "tracebus"}
+                    failed.update(batch_max_traces=batch, error=repr(error))
+                    (sdk_runs if batch is None else tracebus_runs[batch]).append(failed)
+        tracebus = [median_row(rows) for rows in tracebus_runs.values()]
+        if config.py_spy:
+            found = [row for row in tracebus if "error" not in row]
+            best = max(found, key=lambda r: r["traces_per_s"], default=tracebus[0])
+            progress(f"profiling a worker with py-spy (batch {best['batch_max_traces']})")
+            profile = run_profiled(
+                standin,
+                bootstrap,
+                topics,
+                records,
+                workload["spans"],
+                best["batch_max_traces"],
+                config,
+                work,
+            )
     report: dict[str, Any] = {
         "config": {
             "traces": config.traces,
@@ -1260,14 +1058,9 @@ def run_benchmark(config: Config) -> dict[str, Any]:
             "partitions": PARTITIONS,
         },
         "workload": workload,
-        "environment": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-            "packages": versions(),
-        },
+        "environment": environment(
+            PACKAGES, load_average_before=load_before, load_average_after=os.getloadavg()
+        ),
         "tracebus": tracebus,
         "sdk": median_row(sdk_runs),
         "runs": {"tracebus": tracebus_runs, "sdk": sdk_runs},
@@ -1279,7 +1072,7 @@ def run_benchmark(config: Config) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--traces", type=int, default=6_000, help="traces delivered per run")
     parser.add_argument("--warmup", type=int, default=200, help="SDK warm-up traces (untimed)")
     parser.add_argument(
@@ -1290,11 +1083,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=2, help="runs of each, interleaved")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated traces")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2,000 traces, 1 round")
-    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
-    parser.add_argument("--timeout", type=float, default=90.0, help="limit per run, seconds")
-    parser.add_argument("--py-spy", help="py-spy executable: profile one more worker run")
-    parser.add_argument("--profile-dir", type=Path, help="where py-spy writes (with --py-spy)")
+    add_run_arguments(parser, quick="2,000 traces, 1 round", timeout=90.0)
+    add_profile_arguments(parser, what="profile one more worker run")
     internal = parser.add_argument_group("internal (the SDK in a child process)")
     internal.add_argument("--sdk", action="store_true", help=argparse.SUPPRESS)
     internal.add_argument("--url", help=argparse.SUPPRESS)
@@ -1305,8 +1095,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.batch = args.batch or [50, 100, 250]
     if min(args.traces, args.rounds, *args.batch) < 1 or args.warmup < 0:
         parser.error("counts must be positive")
-    if args.py_spy and args.profile_dir is None:
-        args.profile_dir = Path(tempfile.mkdtemp(prefix="tracebus-sink-profile-"))
+    prepare_profile_dir(args, "tracebus-sink-profile-")
     return args
 
 
@@ -1324,16 +1113,10 @@ def main(argv: list[str] | None = None) -> int:
         py_spy=args.py_spy,
         profile_dir=args.profile_dir,
     )
-    if config.profile_dir:
-        config.profile_dir.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below
-    try:
+    with children_killed():
         report = run_benchmark(config)
-    finally:
-        kill_children()
-    print_report(report)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print_report([throughput_table(report)], summary_lines(report) + profile_lines(report), 160)
+    write_json(args.json, report, default=str)
     rows = [*report["tracebus"], report["sdk"]]
     return 1 if any("error" in row for row in rows) else 0
 

@@ -17,34 +17,62 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import os
-import platform
 import re
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import traceback
 import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from random import Random
 from typing import Any, NoReturn
 
 import orjson
+from common import (
+    MS_PER_S,
+    NS_PER_MS,
+    PASSAGES,
+    QUESTIONS,
+    Child,
+    PlannedNode,
+    Profiler,
+    add_profile_arguments,
+    add_run_arguments,
+    benchmark_parser,
+    check,
+    children_killed,
+    cpu_seconds,
+    embedded_broker,
+    environment,
+    find_result,
+    fmt,
+    hex_id,
+    hottest_lines,
+    new_table,
+    open_consumer,
+    plan_tree,
+    prepare_profile_dir,
+    print_report,
+    produce,
+    profile_summary,
+    progress,
+    ratio,
+    read_to_end,
+    rss_bytes,
+    run_child,
+    topic_partitions,
+    wait_until,
+    write_json,
+)
 
-from tracebus.kafka import EmbeddedBroker
 from tracebus.kafka.broker import free_port
 from tracebus.schemas import Limits, encode_batch, json_default, normalize_usage, serialize_event
 
 PARTITIONS = 8
-RESULT_PREFIX = "BENCHMARK-RESULT "
 MODEL, PROVIDER = "gpt-4o", "openai"
 MIN_OBSERVATIONS, MAX_OBSERVATIONS = 5, 50
 SPLIT_SPREAD = 40  # a split trace's records are this many records of other traces apart
@@ -60,8 +88,16 @@ WORKER_ENV = {
     "TRACEBUS_STORE": "memory",
 }
 LIMITS = Limits()
-_MS_PER_S = 1000
-_NS_PER_MS = 1_000_000
+PACKAGES = ("tracebus", "faust-streaming", "aiokafka", "orjson", "pydantic")
+# The AIOKafkaProducer of `send_input`: like the SDK's sender (lz4, acks=all, linger 2 ms).
+SENDER_SETTINGS = {
+    "acks": "all",
+    "compression_type": "lz4",
+    "linger_ms": 2,
+    "max_batch_size": 1024 * 1024,
+    "max_request_size": 1024 * 1024 + 1024,
+    "enable_idempotence": False,
+}
 
 # -- the workload: realistic traces, serialised as the SDK serialises them --------------------
 
@@ -69,13 +105,6 @@ SYSTEM_PROMPT = (
     "You are the support assistant of an online shop. Answer briefly, cite the order data "
     "you were given, and never promise refunds the policy does not allow."
 )
-QUESTIONS = [
-    "Where is my order 4411? It was supposed to arrive on Monday and the tracking page is empty.",
-    "Can I return a pair of shoes I bought three weeks ago if I have already worn them once?",
-    "The invoice for my last purchase shows the wrong address; can you send a corrected one?",
-    "Why was I charged twice for the same subscription this month, and when is it refunded?",
-    "Do you ship to Norway, and how long does delivery usually take to Oslo in winter?",
-]
 ANSWERS = [
     "Your order 4411 left our warehouse yesterday; the carrier expects to deliver it on Friday.",
     "Worn shoes can be returned within 30 days if they show no damage; I started the return.",
@@ -83,26 +112,8 @@ ANSWERS = [
     "The second charge is a pre-authorisation that expires within 5 days; nothing to refund.",
     "Yes, we ship to Norway; delivery to Oslo takes 3 to 5 working days, customs included.",
 ]
-PASSAGES = [
-    "Orders leave the warehouse within 24 hours on working days; tracking updates nightly.",
-    "Returns are accepted within 30 days of delivery for items in resellable condition.",
-    "Invoices can be reissued with a corrected address by the support team at any time.",
-    "Card pre-authorisations are released by the bank within 5 working days of the charge.",
-    "International shipping covers the EU, Norway, Switzerland and the United Kingdom.",
-]
-TOOLS = ["lookup_order", "lookup_customer", "create_return", "send_email", "refund_status"]
 # (kind, weight) of the observations below the root; span/chain ones take children.
 KIND_WEIGHTS = {"generation": 40, "tool": 20, "retriever": 10, "span": 20, "chain": 10}
-CONTAINERS = frozenset({"agent", "span", "chain"})
-
-
-@dataclass
-class Node:
-    kind: str
-    name: str
-    parent: int | None
-    start_ns: int
-    end_ns: int = 0
 
 
 @dataclass
@@ -117,37 +128,12 @@ class Workload:
     split: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
-def hex_id(rng: Random, bits: int) -> str:
-    return f"{rng.getrandbits(bits) or 1:0{bits // 4}x}"
-
-
-def plan_trace(rng: Random, start_ns: int) -> list[Node]:
+def plan_trace(rng: Random, start_ns: int) -> list[PlannedNode]:
     """A tree of 5–50 observations: an agent root, nested spans/chains, leaves of work."""
-    size = rng.randint(MIN_OBSERVATIONS, MAX_OBSERVATIONS)
-    kinds, weights = list(KIND_WEIGHTS), list(KIND_WEIGHTS.values())
-    nodes = [Node("agent", "handle-request", None, start_ns)]
-    containers = [0]
-    for index in range(1, size):
-        kind = rng.choices(kinds, weights)[0]
-        name = {"tool": rng.choice(TOOLS), "retriever": "search-kb", "generation": "llm"}.get(
-            kind, f"{kind}-{index}"
-        )
-        parent = rng.choice(containers[-3:])  # mostly recent containers: some depth
-        nodes.append(Node(kind, name, parent, start_ns + index * 15 * _NS_PER_MS))
-        if kind in CONTAINERS:
-            containers.append(index)
-    durations_ms = {"generation": (300, 2500), "tool": (5, 200), "retriever": (20, 150)}
-    for node in nodes:
-        low, high = durations_ms.get(node.kind, (1, 5))
-        node.end_ns = node.start_ns + rng.randint(low, high) * _NS_PER_MS
-    for node in reversed(nodes):  # children come after their parents: ends bubble up
-        if node.parent is not None:
-            parent = nodes[node.parent]
-            parent.end_ns = max(parent.end_ns, node.end_ns + _NS_PER_MS)
-    return nodes
+    return plan_tree(rng, start_ns, (MIN_OBSERVATIONS, MAX_OBSERVATIONS), KIND_WEIGHTS)
 
 
-def observation_fields(rng: Random, node: Node) -> dict[str, Any]:
+def observation_fields(rng: Random, node: PlannedNode) -> dict[str, Any]:
     """What an app would set with `update(...)` on an observation of this kind."""
     topic = rng.randrange(len(QUESTIONS))
     if node.kind == "generation":
@@ -169,7 +155,7 @@ def observation_fields(rng: Random, node: Node) -> dict[str, Any]:
                     "prompt_tokens_details": {"cached_tokens": rng.choice((0, 0, 256, 1024))},
                 }
             ),
-            "completion_start_ns": node.start_ns + rng.randint(150, 600) * _NS_PER_MS,
+            "completion_start_ns": node.start_ns + rng.randint(150, 600) * NS_PER_MS,
         }
     if node.kind == "tool":
         return {
@@ -188,7 +174,12 @@ def observation_fields(rng: Random, node: Node) -> dict[str, Any]:
 
 
 def observation_event(
-    rng: Random, trace_id: str, observation_id: str, parent_id: str | None, node: Node, ended: bool
+    rng: Random,
+    trace_id: str,
+    observation_id: str,
+    parent_id: str | None,
+    node: PlannedNode,
+    ended: bool,
 ) -> dict[str, Any]:
     """The dict `Client._observation_event` builds, keys in the same order."""
     fields = observation_fields(rng, node)
@@ -283,7 +274,7 @@ def split_records(
 def build_workload(count: int, per_record: int, seed: int) -> Workload:
     rng = Random(seed)
     start_ns = time.time_ns()
-    traces = [trace_events(rng, start_ns + i * _NS_PER_MS) for i in range(count)]
+    traces = [trace_events(rng, start_ns + i * NS_PER_MS) for i in range(count)]
     events = [e for _, trace in traces for e in trace]
     workload = Workload(
         traces=count,
@@ -302,7 +293,7 @@ def open_trace_records(count: int, seed: int) -> list[tuple[bytes, bytes]]:
     start_ns = time.time_ns()
     records = []
     for index in range(count):
-        trace_id, events = trace_events(rng, start_ns + index * _NS_PER_MS, root_ends=False)
+        trace_id, events = trace_events(rng, start_ns + index * NS_PER_MS, root_ends=False)
         records.append((trace_id.encode(), encode_batch(trace_id, events)))
     return records
 
@@ -310,25 +301,9 @@ def open_trace_records(count: int, seed: int) -> list[tuple[bytes, bytes]]:
 # -- Kafka helpers (parent) -------------------------------------------------------------------
 
 
-async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+def send_input(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
     """Send `records` as the SDK's sender would (lz4, acks=all), all acknowledged on return."""
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        compression_type="lz4",
-        linger_ms=2,
-        max_batch_size=1024 * 1024,
-        max_request_size=1024 * 1024 + 1024,
-        enable_idempotence=False,
-    )
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, value, key=key) for key, value in records]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+    asyncio.run(produce(bootstrap, topic, records, SENDER_SETTINGS))
 
 
 @dataclass
@@ -346,14 +321,12 @@ async def await_output(
 ) -> Output:
     """Wait (cheaply: end offsets only) until `topic` holds a document of each of `traces`
     traces, then read it all. Gives up when the child dies or `timeout` runs out."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    deadline = time.monotonic() + timeout
-    records: list[tuple[int, bytes]] = []
-    cpu: list[tuple[float, float]] = []
-    try:
+    async with open_consumer(bootstrap) as consumer:
+        deadline = time.monotonic() + timeout
+        records: list[tuple[int, bytes]] = []
+        cpu: list[tuple[float, float]] = []
         partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         consumer.assign(partitions)
         read_up_to = 0
@@ -375,21 +348,13 @@ async def await_output(
                 error = f"timed out after {timeout:g} s with {total} documents"
                 return Output(records, cpu, error)
             await asyncio.sleep(0.25)
-    finally:
-        await consumer.stop()
 
 
 async def read_all(
     consumer: Any, partitions: list[Any], ends: dict[Any, int], deadline: float
 ) -> list[tuple[int, bytes]]:
-    records: list[tuple[int, bytes]] = []
     await consumer.seek_to_beginning(*partitions)
-    while any([await consumer.position(tp) < end for tp, end in ends.items()]):
-        if time.monotonic() >= deadline:
-            break
-        for batch in (await consumer.getmany(timeout_ms=500)).values():
-            records.extend((r.timestamp, r.value or b"") for r in batch)
-    return records
+    return [(r.timestamp, r.value or b"") for r in await read_to_end(consumer, ends, deadline)]
 
 
 def distinct_traces(records: list[tuple[int, bytes]]) -> int:
@@ -399,16 +364,12 @@ def distinct_traces(records: list[tuple[int, bytes]]) -> int:
 async def first_timestamp(bootstrap: str, topic: str, timeout: float = 30.0) -> int | None:
     """The earliest broker timestamp (ms) of `topic`: for a worker's changelog, when it
     processed its first record (a table write follows every record)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    deadline = time.monotonic() + timeout
-    first: list[int] = []
-    try:
-        if topic not in await consumer.topics():
+    async with open_consumer(bootstrap) as consumer:
+        deadline = time.monotonic() + timeout
+        first: list[int] = []
+        partitions = await topic_partitions(consumer, topic)
+        if not partitions:
             return None
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         ends = await consumer.end_offsets(partitions)
         for tp in partitions:
             if not ends[tp]:
@@ -421,63 +382,9 @@ async def first_timestamp(bootstrap: str, topic: str, timeout: float = 30.0) -> 
                     first.append(batch[0].timestamp)
                     break
         return min(first, default=None)
-    finally:
-        await consumer.stop()
 
 
-# -- subprocesses ------------------------------------------------------------------------------
-
-_children: list[subprocess.Popen[bytes]] = []
-
-
-class Child:
-    """A subprocess with its output in a log file; killed on exit whatever happens."""
-
-    def __init__(self, command: list[str], log_path: Path, env: dict[str, str] | None = None):
-        self.log_path = log_path
-        self.started = time.time()
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        _children.append(self.process)
-
-    def log_tail(self, lines: int = 5) -> str:
-        text = self.log_path.read_text(errors="replace").strip().splitlines()
-        return " | ".join(text[-lines:])
-
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM, then SIGKILL after `timeout` seconds."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
-
-
-def kill_children() -> None:
-    for process in _children:
-        if process.poll() is None:
-            process.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(10)
-
-
-def rss_bytes(pid: int) -> int:
-    """VmRSS of a process, from /proc/<pid>/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+# -- CPU share and profiling ---------------------------------------------------------------------
 
 
 def cpu_share(samples: list[tuple[float, float]], start: float, end: float) -> float | None:
@@ -495,27 +402,10 @@ def cpu_share(samples: list[tuple[float, float]], start: float, end: float) -> f
     return (used_end - used_start) / (end - start)
 
 
-class Profiler:
-    """py-spy attached to a worker once it logs that it is ready (raw collapsed stacks)."""
-
-    def __init__(self, binary: str, worker: Child, path: Path, timeout: float = 60.0) -> None:
-        self.path = path
-        pid = worker.process.pid
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and worker.process.poll() is None:
-            if READY_LINE in worker.log_path.read_text(errors="replace"):
-                break
-            time.sleep(0.05)
-        command = [binary, "record", "--pid", str(pid), "--rate", "100", "--format", "raw"]
-        self.child = Child([*command, "--output", str(path)], path.with_suffix(".log"))
-
-    def stop(self) -> None:
-        if self.child.process.poll() is None:
-            self.child.process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-            try:
-                self.child.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.child.process.kill()
+def profile_when_ready(binary: str, worker: Child, path: Path, timeout: float = 60.0) -> Profiler:
+    """py-spy attached to a worker once it logs that it is ready (or after `timeout` s)."""
+    wait_until(lambda: READY_LINE in worker.log_text(), worker, timeout, interval=0.05)
+    return Profiler(binary, worker.process.pid, path)
 
 
 # -- the ceiling: raw aiokafka consume → group by trace → produce (child side) ----------------
@@ -566,7 +456,7 @@ async def ceiling_loop(bootstrap: str, source: str, sink: str, group: str) -> di
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=100, max_records=2000)
             if fetched and first_record_ms is None:
-                first_record_ms = int(time.time() * _MS_PER_S)
+                first_record_ms = int(time.time() * MS_PER_S)
             for batch in fetched.values():
                 for record in batch:
                     counts["records"] += 1
@@ -616,15 +506,7 @@ async def ceiling_loop(bootstrap: str, source: str, sink: str, group: str) -> di
 
 
 def ceiling_main(args: argparse.Namespace) -> NoReturn:
-    code = 0
-    try:
-        result = asyncio.run(ceiling_loop(args.bootstrap, args.source, args.sink, args.group))
-        sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
-    except Exception:
-        traceback.print_exc()
-        code = 1
-    sys.stdout.flush()
-    os._exit(code)
+    run_child(lambda: asyncio.run(ceiling_loop(args.bootstrap, args.source, args.sink, args.group)))
 
 
 # -- runs (parent) -----------------------------------------------------------------------------
@@ -714,13 +596,13 @@ def rates(
     if started_ms is None or last <= started_ms:
         row.setdefault("error", "no time window: first record or documents missing")
         return row
-    seconds = (last - started_ms) / _MS_PER_S
+    seconds = (last - started_ms) / MS_PER_S
     row.update(
         seconds=seconds,
         spans_per_s=spans / seconds,
         traces_per_s=len(seen) / seconds,
         records_per_s=records / seconds,
-        cpu_share=cpu_share(output.cpu, started_ms / _MS_PER_S, last / _MS_PER_S),
+        cpu_share=cpu_share(output.cpu, started_ms / MS_PER_S, last / MS_PER_S),
     )
     return row
 
@@ -735,7 +617,7 @@ def run_tracebus(
     try:
         if config.py_spy and config.profile_dir:
             profile = config.profile_dir / f"tracebus-{name}.txt"
-            profiler = Profiler(config.py_spy, worker, profile)
+            profiler = profile_when_ready(config.py_spy, worker, profile)
         output = asyncio.run(
             await_output(bootstrap, topics.traces, workload.traces, worker, config.timeout_s)
         )
@@ -749,7 +631,7 @@ def run_tracebus(
     row = {"implementation": "tracebus", **rates(output, workload.traces, records, started_ms)}
     row.update(exit_code=code, rss_after_bytes=rss_after)
     if started_ms is not None:
-        row["startup_s"] = started_ms / _MS_PER_S - worker.started
+        row["startup_s"] = started_ms / MS_PER_S - worker.started
     if "error" in row:
         row["error"] += f"; worker log: {worker.log_tail()}"
     if profiler is not None:
@@ -771,14 +653,10 @@ def run_ceiling(
         )
     finally:
         child.stop()
-    counts: dict[str, Any] = {}
-    for line in reversed(child.log_path.read_text(errors="replace").splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            counts = json.loads(line.removeprefix(RESULT_PREFIX))
-            break
+    counts = find_result(child.log_text()) or {}
     started_ms = counts.get("first_record_ms")
     row = {"implementation": "ceiling", **rates(output, workload.traces, records, started_ms)}
-    row.update(counts=counts, startup_s=started_ms and started_ms / _MS_PER_S - child.started)
+    row.update(counts=counts, startup_s=started_ms and started_ms / MS_PER_S - child.started)
     if "error" in row:
         row["error"] += f"; log: {child.log_tail()}"
     return row
@@ -842,7 +720,7 @@ def measure_memory(bootstrap: str, topics: Topics, config: Config, work: Path) -
     worker = Child(WORKER_COMMAND, work / "tracebus-memory.log", env)
     pid = worker.process.pid
     try:
-        asyncio.run(produce(bootstrap, topics.events, warmup))
+        send_input(bootstrap, topics.events, warmup)
         output = asyncio.run(
             await_output(bootstrap, topics.traces, WARMUP_TRACES, worker, config.timeout_s)
         )
@@ -852,7 +730,7 @@ def measure_memory(bootstrap: str, topics: Topics, config: Config, work: Path) -
         consumed = wait_for_metric(port, RECORDS_METRIC, WARMUP_TRACES, worker, 30)
         samples = [(0, settled_rss(pid))]
         for part, held_so_far in ((held[:half], half), (held[half:], len(held))):
-            asyncio.run(produce(bootstrap, topics.events, part))
+            send_input(bootstrap, topics.events, part)
             wait_for_metric(port, RECORDS_METRIC, consumed + held_so_far, worker, config.timeout_s)
             samples.append((held_so_far, settled_rss(pid)))
         metrics = scrape(port)
@@ -877,62 +755,12 @@ def measure_memory(bootstrap: str, topics: Topics, config: Config, work: Path) -
     }
 
 
-# -- py-spy profile summary ----------------------------------------------------------------------
-
-_FRAME = re.compile(r"^(?P<function>.+?) \((?P<file>[^()]+?)(?::\d+)?\)$")
-
-
-def profile_summary(path: Path, top: int = 15) -> dict[str, Any]:
-    """Self and inclusive samples per function from py-spy's raw (collapsed) output."""
-    own = Counter[str]()
-    inclusive = Counter[str]()
-    total = 0
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        names = []
-        for frame in stack.split(";"):
-            match = _FRAME.match(frame)
-            if match is None:
-                names.append(frame)
-                continue
-            file = match.group("file")
-            marker = file.rfind("tracebus/")
-            where = file[marker:] if marker >= 0 else Path(file).name
-            names.append(f"{match.group('function')} ({where})")
-        if names:
-            own[names[-1]] += count
-        for name in set(names):
-            inclusive[name] += count
-    tracebus = [(n, c) for n, c in inclusive.most_common() if "(tracebus/" in n]
-    return {
-        "samples": total,
-        "self": own.most_common(top),
-        "tracebus_inclusive": tracebus[:top],
-    }
-
-
 # -- report ----------------------------------------------------------------------------------------
 
 INPUT_LABELS = {
     "whole": "1 record per trace (SDK)",
     "split": "{n} events per record",
 }
-
-
-def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    return None if numerator is None or not denominator else numerator / denominator
-
-
-def fmt(value: float | None, digits: int = 0, suffix: str = "") -> str:
-    return "—" if value is None else f"{value:,.{digits}f}{suffix}"
-
-
-def check(value: float | None, target: float) -> str:
-    return "n/a" if value is None else ("PASS" if value >= target else "MISS")
 
 
 def row_note(row: dict[str, Any]) -> str:
@@ -952,23 +780,15 @@ def row_note(row: dict[str, Any]) -> str:
 
 
 def throughput_table(report: dict[str, Any]) -> Any:
-    from rich import box
-    from rich.table import Table
-
     config, workload = report["config"], report["workload"]
-    table = Table(
-        title=f"Stream throughput, one worker each ({workload['traces']:,} traces, "
+    table = new_table(
+        f"Stream throughput, one worker each ({workload['traces']:,} traces, "
         f"{workload['spans']:,} spans, {workload['events']:,} events of "
         f"{workload['event_bytes'] / workload['events']:,.0f} B on average; "
         f"{PARTITIONS} partitions; grace {WORKER_ENV['TRACEBUS_GRACE_S']} s)",
-        box=box.SIMPLE_HEAVY,
+        ["input", "implementation"],
+        ["records", "spans", "seconds", "spans/s", "traces/s", "records/s", "CPU", "÷ ceiling"],
     )
-    table.add_column("input")
-    table.add_column("implementation")
-    for column in ("records", "spans", "seconds", "spans/s", "traces/s", "records/s", "CPU"):
-        table.add_column(column, justify="right")
-    table.add_column("÷ ceiling", justify="right")
-    table.add_column("notes")
     for name, rows in report["throughput"].items():
         label = INPUT_LABELS[name].format(n=config["events_per_record"])
         ceiling = rows["ceiling"].get("spans_per_s")
@@ -1037,39 +857,12 @@ def profile_lines(report: dict[str, Any]) -> list[str]:
         profile = rows["tracebus"].get("profile_summary")
         if not profile:
             continue
-        total = profile["samples"] or 1
         lines.append(f"py-spy, tracebus worker, {name} input ({profile['samples']:,} samples):")
-        lines.append("  hottest tracebus functions (inclusive):")
-        lines += [f"    {c / total:6.1%}  {n}" for n, c in profile["tracebus_inclusive"][:10]]
-        lines.append("  hottest functions (self):")
-        lines += [f"    {c / total:6.1%}  {n}" for n, c in profile["self"][:10]]
+        lines += hottest_lines(profile, 10)
     return lines
 
 
-def print_report(report: dict[str, Any]) -> None:
-    from rich.console import Console
-
-    console = Console(width=max(Console().width, 160))
-    console.print(throughput_table(report))
-    for line in summary_lines(report) + profile_lines(report):
-        console.print(line, highlight=False, markup=False)
-
-
-def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for name in ("tracebus", "faust-streaming", "aiokafka", "orjson", "pydantic"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
-
-
 # -- orchestration ---------------------------------------------------------------------------------
-
-
-def progress(message: str) -> None:
-    print(f"  {message} …", file=sys.stderr, flush=True)
 
 
 def run_benchmark(config: Config) -> dict[str, Any]:
@@ -1079,30 +872,26 @@ def run_benchmark(config: Config) -> dict[str, Any]:
     topics = {name: Topics.named(name) for name in [*inputs, "memory"]}
     every_topic = {t: n for named in topics.values() for t, n in named.partitions().items()}
     throughput: dict[str, dict[str, dict[str, Any]]] = {}
-    with tempfile.TemporaryDirectory(prefix="tracebus-stream-bench-") as directory:
-        work = Path(directory)
-        broker = EmbeddedBroker(port=free_port(), topics=every_topic, log_path=work / "tansu.log")
-        with broker:
-            bootstrap = broker.bootstrap_servers
-            for name, records in inputs.items():
-                progress(f"producing {len(records):,} records ({name})")
-                asyncio.run(produce(bootstrap, topics[name].events, records))
-            for name, records in inputs.items():
-                rows = throughput[name] = {}
-                for implementation, run in (("ceiling", run_ceiling), ("tracebus", run_tracebus)):
-                    progress(f"{name}: {implementation}")
-                    try:
-                        row = run(bootstrap, topics[name], workload, len(records), config, work)
-                    except Exception as error:
-                        row = {"implementation": implementation, "error": repr(error)}
-                    if row.get("profile") and Path(row["profile"]).exists():
-                        row["profile_summary"] = profile_summary(Path(row["profile"]))
-                    rows[implementation] = row
-            progress(f"memory: {config.open_traces:,} open traces")
-            try:
-                memory = measure_memory(bootstrap, topics["memory"], config, work)
-            except Exception as error:
-                memory = {"error": repr(error)}
+    with embedded_broker(every_topic, "tracebus-stream-bench-") as (bootstrap, work):
+        for name, records in inputs.items():
+            progress(f"producing {len(records):,} records ({name})")
+            send_input(bootstrap, topics[name].events, records)
+        for name, records in inputs.items():
+            rows = throughput[name] = {}
+            for implementation, run in (("ceiling", run_ceiling), ("tracebus", run_tracebus)):
+                progress(f"{name}: {implementation}")
+                try:
+                    row = run(bootstrap, topics[name], workload, len(records), config, work)
+                except Exception as error:
+                    row = {"implementation": implementation, "error": repr(error)}
+                if row.get("profile") and Path(row["profile"]).exists():
+                    row["profile_summary"] = profile_summary(Path(row["profile"]))
+                rows[implementation] = row
+        progress(f"memory: {config.open_traces:,} open traces")
+        try:
+            memory = measure_memory(bootstrap, topics["memory"], config, work)
+        except Exception as error:
+            memory = {"error": repr(error)}
     return {
         "config": {
             "traces": config.traces,
@@ -1119,12 +908,7 @@ def run_benchmark(config: Config) -> dict[str, Any]:
             "event_bytes": workload.event_bytes,
             "records": {name: len(records) for name, records in inputs.items()},
         },
-        "environment": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "packages": versions(),
-        },
+        "environment": environment(PACKAGES),
         "throughput": throughput,
         "memory": memory,
         "targets": {"ratio": TARGET_RATIO, "spans_per_s": TARGET_SPANS_PER_S},
@@ -1132,18 +916,15 @@ def run_benchmark(config: Config) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--traces", type=int, default=4_000, help="traces of the throughput runs")
     parser.add_argument("--open-traces", type=int, default=5_000, help="open traces held (memory)")
     parser.add_argument(
         "--events-per-record", type=int, default=5, help="events per record of the split input"
     )
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated traces")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 500 traces, 800 open")
-    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
-    parser.add_argument("--timeout", type=float, default=120.0, help="limit per run, seconds")
-    parser.add_argument("--py-spy", help="py-spy executable: profile the tracebus workers")
-    parser.add_argument("--profile-dir", type=Path, help="where py-spy writes (with --py-spy)")
+    add_run_arguments(parser, quick="500 traces, 800 open", timeout=120.0)
+    add_profile_arguments(parser, what="profile the tracebus workers")
     internal = parser.add_argument_group("internal (the ceiling in a child process)")
     internal.add_argument("--ceiling", action="store_true", help=argparse.SUPPRESS)
     internal.add_argument("--bootstrap", help=argparse.SUPPRESS)
@@ -1155,8 +936,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.traces, args.open_traces, args.timeout = 500, 800, 45.0
     if min(args.traces, args.open_traces, args.events_per_record) < 2:
         parser.error("counts must be at least 2")
-    if args.py_spy and args.profile_dir is None:
-        args.profile_dir = Path(tempfile.mkdtemp(prefix="tracebus-stream-profile-"))
+    prepare_profile_dir(args, "tracebus-stream-profile-")
     return args
 
 
@@ -1173,16 +953,10 @@ def main(argv: list[str] | None = None) -> int:
         py_spy=args.py_spy,
         profile_dir=args.profile_dir,
     )
-    if config.profile_dir:
-        config.profile_dir.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below
-    try:
+    with children_killed():
         report = run_benchmark(config)
-    finally:
-        kill_children()
-    print_report(report)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print_report([throughput_table(report)], summary_lines(report) + profile_lines(report), 160)
+    write_json(args.json, report)
     rows = [row for rows in report["throughput"].values() for row in rows.values()]
     return 1 if any("error" in row for row in rows) or "error" in report["memory"] else 0
 
