@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 from tracebus.cli.common import (
     DEFAULT_BROKER_HOST,
@@ -35,13 +32,9 @@ from tracebus.kafka import BrokerError, EmbeddedBroker
 def running_broker(host: str, port: int, settings: KafkaSettings) -> Iterator[EmbeddedBroker]:
     """Start the embedded broker with the topics of `settings`; stop it on exit.
 
-    A broker that cannot start exits with code 2 and the reason, without a traceback."""
-    handle, name = tempfile.mkstemp(prefix="tracebus-broker-", suffix=".log")
-    os.close(handle)
-    log_path = Path(name)
-    broker = EmbeddedBroker(
-        port=port, host=host, topics=settings.topic_partitions(), log_path=log_path
-    )
+    A broker that cannot start exits with code 2 and the reason, without a traceback; the
+    broker keeps its log in a temporary file of its own, removed when it stops."""
+    broker = EmbeddedBroker(port=port, host=host, topics=settings.topic_partitions())
     try:
         try:
             broker.start()
@@ -56,7 +49,6 @@ def running_broker(host: str, port: int, settings: KafkaSettings) -> Iterator[Em
         yield broker
     finally:
         broker.stop()
-        log_path.unlink(missing_ok=True)
 
 
 def print_banner(broker: EmbeddedBroker, settings: KafkaSettings) -> None:

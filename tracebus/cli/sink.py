@@ -7,7 +7,7 @@ import os
 import signal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -29,6 +29,9 @@ from tracebus.cli.common import (
 )
 from tracebus.sinks.exporter import Exporter
 from tracebus.sinks.settings import SinkSettings
+
+if TYPE_CHECKING:
+    from tracebus.sinks.runtime import DeliveryRuntime
 
 DESTINATION_PANEL = "Destination"
 
@@ -157,9 +160,9 @@ def _exporter(
     return LangSmithExporter(langsmith_endpoint, langsmith_api_key, project=langsmith_project)
 
 
-async def _run_until_signalled(runtime: object) -> None:
+async def _run_until_signalled(runtime: DeliveryRuntime) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await runtime.run(stop)  # type: ignore[attr-defined]
+    await runtime.run(stop)

@@ -173,8 +173,6 @@ class Enrichment:
     """Counts the documents' builder saw, for metrics."""
 
     unpriced_generations: int = 0
-    end_before_start: int = 0
-    orphans: int = 0
 
 
 def build_documents(
@@ -289,12 +287,10 @@ def _enrich(
         end = max(trace_end, start)
     if end < start:
         flags.append(ObservationFlag.END_BEFORE_START)
-        enrichment.end_before_start += 1
         end = start
     parent = raw.get("parent_observation_id")
     if parent is not None and parent not in known:
         flags.append(ObservationFlag.ORPHAN)
-        enrichment.orphans += 1
     if revision > 1 and raw["observation_id"] not in previously_published:
         flags.append(ObservationFlag.LATE)
     fields = {k: v for k, v in raw.items() if k in _OBSERVATION_FIELDS}
