@@ -19,6 +19,7 @@ from typer.testing import CliRunner, Result
 
 from tracebus.cli.main import app
 from tracebus.kafka import wait_for_broker
+from tracebus.ops.topic_reader import offset_bounds
 
 T = TypeVar("T")
 # Wide help output so option names and env vars are not wrapped.
@@ -106,8 +107,9 @@ def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
             if not partitions:
                 await consumer.topics()
                 partitions = consumer.partitions_for_topic(topic) or set()
-            offsets = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
-            return {tp.partition: offset for tp, offset in offsets.items()}
+            # Read to the real end: tansu's reported end can stop short of its last batch.
+            bounds = await offset_bounds(consumer, [TopicPartition(topic, p) for p in partitions])
+            return {tp.partition: b.end for tp, b in bounds.items()}
         finally:
             await consumer.stop()
 

@@ -40,6 +40,7 @@ from tracebus.cli.demo import DEMO_PANEL, Rate, Seed
 from tracebus.cli.supervisor import Child, Supervisor
 from tracebus.demo import DemoStats, run_demo
 from tracebus.kafka import EmbeddedBroker
+from tracebus.ops.topic_reader import offset_bounds
 from tracebus.producers import Client, ProducerSettings
 
 REFRESH_S = 0.5
@@ -75,10 +76,12 @@ class RecordCounter:
         if not partitions:
             await self._consumer.topics()  # refreshes metadata
             partitions = self._consumer.partitions_for_topic(self._topic) or set()
-        offsets = await self._consumer.end_offsets(
-            [TopicPartition(self._topic, partition) for partition in partitions]
+        bounds = await offset_bounds(
+            self._consumer,
+            [TopicPartition(self._topic, partition) for partition in partitions],
+            probe_timeout=0.3,
         )
-        return sum(offsets.values())
+        return sum(b.end for b in bounds.values())
 
     def close(self) -> None:
         if self._consumer is not None:
