@@ -246,3 +246,54 @@ def test_nothing_is_published_twice_at_the_same_revision(stream: KafkaSettings) 
     documents = read_documents(stream, lambda d: len(d) > 0)
     keys = [(d.trace_id, d.revision, d.part) for d in documents]
     assert len(keys) == len(set(keys))
+
+
+def update_event(trace_id: str, observation_id: str, at: int, **fields: object) -> bytes:
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "type": "observation_update",
+            "event_id": new_observation_id(),
+            "trace_id": trace_id,
+            "timestamp_unix_nano": at,
+            "observation_id": observation_id,
+            **fields,
+        }
+    )
+
+
+def test_an_update_overrides_the_created_observation_whatever_order_they_arrive_in(
+    stream: KafkaSettings,
+) -> None:
+    trace_id, root_id = new_trace_id(), new_observation_id()
+    created = observation_event(trace_id, root_id, name="created", output="first")
+    update = update_event(
+        trace_id,
+        root_id,
+        at=1_700_000_000_900_000_000,
+        end_time_unix_nano=1_700_000_000_800_000_000,
+        output="final",
+        level="ERROR",
+    )
+    send_raw(stream, [(trace_id.encode(), encode_batch(trace_id, [update, created]))])
+    [document] = published(stream, trace_id)
+    [observation] = document.observations
+    assert observation.name == "created"
+    assert (observation.output, observation.level) == ("final", "ERROR")
+    assert observation.duration_ms == 800.0
+    assert observation.flags == []
+
+
+def test_an_observation_known_only_from_updates_is_published_flagged_incomplete(
+    stream: KafkaSettings,
+) -> None:
+    trace_id, root_id = new_trace_id(), new_observation_id()
+    end = 1_700_000_000_800_000_000
+    update = update_event(trace_id, root_id, at=end, end_time_unix_nano=end, output="orphaned")
+    send_raw(stream, [(trace_id.encode(), encode_batch(trace_id, [update]))])
+    [document] = published(stream, trace_id)
+    [observation] = document.observations
+    assert (observation.kind, observation.name) == ("span", "unnamed")
+    assert observation.output == "orphaned"
+    assert observation.start_time_unix_nano == end
+    assert observation.flags == ["incomplete"]

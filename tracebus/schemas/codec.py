@@ -13,7 +13,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from tracebus.schemas.models import SCHEMA_VERSION, AnyEvent, Event, EventBatch
 
 DEFAULT_MAX_RECORD_BYTES = 1_000_000
-_EVENT_TAGS = frozenset({"trace", "observation", "score"})
+_EVENT_TAGS = frozenset({"trace", "observation", "observation_update", "score"})
 _event_adapter: TypeAdapter[AnyEvent] = TypeAdapter(Event)
 
 

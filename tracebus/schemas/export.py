@@ -11,6 +11,7 @@ from tracebus.schemas.models import (
     SCHEMA_VERSION,
     EventBatch,
     ObservationEvent,
+    ObservationUpdateEvent,
     ScoreEvent,
     TraceEvent,
 )
@@ -20,6 +21,7 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "event-batch": EventBatch,
     "trace-event": TraceEvent,
     "observation-event": ObservationEvent,
+    "observation-update-event": ObservationUpdateEvent,
     "score-event": ScoreEvent,
     "trace-document": TraceDocument,
 }

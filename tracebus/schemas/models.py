@@ -184,19 +184,14 @@ class TraceEvent(_Event):
     output: JsonValue = None
 
 
-class ObservationEvent(_Event):
-    """A snapshot of one observation (span) of a trace; `end_time_unix_nano` absent = still open."""
+class _ObservationFields(_Event):
+    """What an observation can carry besides its identity; every field optional here."""
 
-    type: Literal["observation"]
     observation_id: ObservationId
     parent_observation_id: ObservationId | None = Field(
         None, description="Parent span id; absent for the trace's root observation."
     )
-    kind: ObservationKind
-    name: ShortText
-    start_time_unix_nano: UnixNano
     end_time_unix_nano: UnixNano | None = None
-    level: Level = Level.DEFAULT
     status_message: str | None = None
     input: JsonValue = None
     output: JsonValue = None
@@ -211,10 +206,34 @@ class ObservationEvent(_Event):
     )
 
     @model_validator(mode="after")
-    def _not_its_own_parent(self) -> ObservationEvent:
+    def _not_its_own_parent(self) -> _ObservationFields:
         if self.parent_observation_id == self.observation_id:
             raise ValueError("an observation cannot be its own parent")
         return self
+
+
+class ObservationEvent(_ObservationFields):
+    """A snapshot of one observation (span) of a trace; `end_time_unix_nano` absent = still open."""
+
+    type: Literal["observation"]
+    kind: ObservationKind
+    name: ShortText
+    start_time_unix_nano: UnixNano
+    level: Level = Level.DEFAULT
+
+
+class ObservationUpdateEvent(_ObservationFields):
+    """A partial update of one observation, for protocols that create an observation and then
+    patch it (Langfuse's span-update, LangSmith's patch). Fields present override the
+    observation's earlier values by event timestamp; absent fields leave them. If no
+    `observation` event for it ever arrives, the stream publishes it from its updates alone,
+    flagged `incomplete`."""
+
+    type: Literal["observation_update"]
+    kind: ObservationKind | None = None
+    name: ShortText | None = None
+    start_time_unix_nano: UnixNano | None = None
+    level: Level | None = None
 
 
 class ScoreEvent(_Event):
@@ -249,7 +268,10 @@ class ScoreEvent(_Event):
         return self
 
 
-Event = Annotated[TraceEvent | ObservationEvent | ScoreEvent, Field(discriminator="type")]
+Event = Annotated[
+    TraceEvent | ObservationEvent | ObservationUpdateEvent | ScoreEvent,
+    Field(discriminator="type"),
+]
 
 
 class EventBatch(_Strict):
@@ -267,4 +289,4 @@ class EventBatch(_Strict):
         return self
 
 
-AnyEvent = TraceEvent | ObservationEvent | ScoreEvent
+AnyEvent = TraceEvent | ObservationEvent | ObservationUpdateEvent | ScoreEvent

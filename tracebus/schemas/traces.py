@@ -47,6 +47,7 @@ class ObservationFlag(StrEnum):
     ORPHAN = "orphan"  # its parent never arrived
     LATE = "late"  # arrived after an earlier revision was published
     UNKNOWN_MODEL = "unknown_model"  # generation with usage but no price: cost left empty
+    INCOMPLETE = "incomplete"  # only updates arrived: missing kind, name or start filled in
 
 
 class TraceAttributes(_Strict):

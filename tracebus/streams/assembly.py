@@ -17,6 +17,7 @@ from tracebus.schemas import (
     EventBatch,
     ObservationEvent,
     ObservationFlag,
+    ObservationUpdateEvent,
     ScoreEvent,
     TraceDocument,
     TraceEvent,
@@ -109,7 +110,7 @@ def apply_batch(
         seen.add(event.event_id)
         state.seen_event_ids.append(event.event_id)
         data = {k: v for k, v in raw.items() if v is not None}
-        if isinstance(event, ObservationEvent):
+        if isinstance(event, ObservationEvent | ObservationUpdateEvent):
             previous = state.observations.get(event.observation_id)
             state.observations[event.observation_id] = (
                 data if previous is None else _newer_first(previous, data)
@@ -190,16 +191,17 @@ def build_documents(
     With `final=False` (a trace split for size while still running) the parts are numbered on
     from those already published and the total is left open."""
     enrichment = enrichment or Enrichment()
-    trace_end = _trace_end(state)
+    known = {observation_id: _filled_in(o) for observation_id, o in state.observations.items()}
+    trace_end = _trace_end(known.values())
     # Where every observation sits in the tree, for parts whose ancestors are elsewhere.
     placement = {
         observation_id: (o.get("parent_observation_id"), o["start_time_unix_nano"])
-        for observation_id, o in state.observations.items()
+        for observation_id, o in known.items()
     }
     placement.update({k: (v[0], v[1]) for k, v in state.moved_out.items()})  # type: ignore[misc]
     previously_published = set(state.published_ids)
     # A size split while running publishes what has ended; open observations wait.
-    candidates = [o for o in state.observations.values() if final or "end_time_unix_nano" in o]
+    candidates = [o for o in known.values() if final or "end_time_unix_nano" in o]
     if not candidates and not final:
         return []
     revision = state.revision if revision is None else revision
@@ -239,12 +241,23 @@ def build_documents(
     return documents
 
 
-def _trace_end(state: TraceState) -> int:
-    ends = [
-        max(o.get("end_time_unix_nano", 0), o["timestamp_unix_nano"])
-        for o in state.observations.values()
-    ]
+def _trace_end(observations: Iterable[dict[str, Any]]) -> int:
+    ends = [max(o.get("end_time_unix_nano", 0), o["timestamp_unix_nano"]) for o in observations]
     return max(ends, default=0)
+
+
+def _filled_in(observation: dict[str, Any]) -> dict[str, Any]:
+    """An observation known only from updates, completed with stand-in values and flagged."""
+    if "kind" in observation and "name" in observation and "start_time_unix_nano" in observation:
+        return observation
+    start = observation.get("end_time_unix_nano", observation["timestamp_unix_nano"])
+    return {
+        "kind": "span",
+        "name": "unnamed",
+        "start_time_unix_nano": start,
+        **observation,
+        "incomplete": True,
+    }
 
 
 def _parents_first(observations: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -279,7 +292,7 @@ def _enrich(
     enrichment: Enrichment,
     revision: int,
 ) -> Observation:
-    flags: list[ObservationFlag] = []
+    flags: list[ObservationFlag] = [ObservationFlag.INCOMPLETE] if "incomplete" in raw else []
     start = raw["start_time_unix_nano"]
     end = raw.get("end_time_unix_nano")
     if end is None:
