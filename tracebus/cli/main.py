@@ -12,6 +12,7 @@ from tracebus.cli.broker import broker
 from tracebus.cli.common import EXIT_CODES_HELP, LogLevel, configure_logging, console
 from tracebus.cli.demo import demo
 from tracebus.cli.dlq import app as dlq_app
+from tracebus.cli.gateway import gateway
 from tracebus.cli.replay import replay
 from tracebus.cli.sink import sink
 from tracebus.cli.status import status
@@ -32,6 +33,7 @@ app = typer.Typer(
     "  tracebus demo --traces 500 --rate 100  demo traffic to a running broker\n"
     "  tracebus stream -b kafka:9092          a stream worker (run several to scale)\n"
     "  tracebus sink langfuse                 deliver complete traces to Langfuse\n"
+    "  tracebus gateway --port 4318           accept Langfuse/LangSmith/OTLP clients\n"
     "  tracebus status                        lag, dead letters, worker throughput\n"
     "  tracebus dlq redrive --stage stream    re-send dead letters once fixed\n"
     "  tracebus replay langfuse --since 2h    re-deliver the last two hours after an outage\n"
@@ -98,6 +100,11 @@ app.command(
     "[cyan]TRACEBUS_LANGFUSE_PUBLIC_KEY=pk… TRACEBUS_LANGFUSE_SECRET_KEY=sk… "
     "tracebus sink langfuse[/cyan]",
 )(sink)
+app.command(
+    "gateway",
+    epilog="Example: [cyan]TRACEBUS_API_KEYS=shop=s3cret tracebus gateway --port 4318[/cyan] "
+    "then LANGFUSE_HOST=http://127.0.0.1:4318 LANGFUSE_SECRET_KEY=s3cret in the app",
+)(gateway)
 app.command(
     "replay",
     epilog="Examples: [cyan]tracebus replay langfuse --since 2026-11-26T09:00 --until "
