@@ -20,6 +20,9 @@ class KafkaSettings(BaseSettings):
         "tracebus.deadletter", description="Records that could not be processed, with reasons."
     )
     partitions: int = Field(8, ge=1, description="Partitions of each topic created by tracebus.")
+    replication_factor: int = Field(
+        1, ge=1, description="Replicas of each topic tracebus creates (3 on a real cluster)."
+    )
 
     def topic_partitions(self) -> dict[str, int]:
         return {

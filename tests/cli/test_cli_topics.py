@@ -75,3 +75,23 @@ def test_unreachable_broker_exits_3_with_a_clear_message() -> None:
         assert result.exit_code == 3, result.output
         assert f"no Kafka broker answers at {address}" in result.stderr
         assert "Traceback" not in result.output
+
+
+def test_create_uses_the_replication_factor_asked_for(broker: EmbeddedBroker) -> None:
+    settings = fresh_settings(broker)
+
+    result = run_cli(
+        "topics",
+        "create",
+        *kafka_options(settings),
+        env={"TRACEBUS_REPLICATION_FACTOR": "3"},
+    )
+
+    assert result.exit_code == 0, result.output
+    described = asyncio.run(
+        describe_topics(settings.bootstrap_servers, list(settings.topic_partitions()))
+    )
+    assert {info.replicas for info in described} == {3}
+    line = next(line for line in result.stdout.splitlines() if settings.events_topic in line)
+    cells = [cell.strip() for cell in line.strip("│ ").split("│")]
+    assert cells == [settings.events_topic, str(settings.partitions), "3", "created"]

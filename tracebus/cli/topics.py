@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from aiokafka.errors import KafkaError
@@ -32,7 +32,7 @@ from tracebus.cli.common import (
     safe_servers,
 )
 from tracebus.config import KafkaSettings
-from tracebus.kafka import create_topics, describe_topics
+from tracebus.kafka import TopicCreationError, create_topics, describe_topics
 
 T = TypeVar("T")
 
@@ -48,6 +48,7 @@ class TopicRow:
     expected: int
     partitions: int | None  # None: the topic does not exist
     error: str | None = None
+    replicas: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -57,13 +58,14 @@ class TopicRow:
 async def topic_rows(settings: KafkaSettings) -> list[TopicRow]:
     expected = settings.topic_partitions()
     infos = await describe_topics(settings.bootstrap_servers, list(expected))
-    return [TopicRow(i.name, expected[i.name], i.partitions, i.error) for i in infos]
+    return [TopicRow(i.name, expected[i.name], i.partitions, i.error, i.replicas) for i in infos]
 
 
 def _table(rows: list[TopicRow], created: set[str], bootstrap_servers: str) -> Table:
     table = Table(title=f"tracebus topics on {safe_servers(bootstrap_servers)}")
     table.add_column("topic")
     table.add_column("partitions", justify="right")
+    table.add_column("replicas", justify="right")
     table.add_column("status")
     for row in rows:
         if row.error is not None:
@@ -77,7 +79,8 @@ def _table(rows: list[TopicRow], created: set[str], bootstrap_servers: str) -> T
         else:
             status = "[green]ok[/green]"
         partitions = "-" if row.partitions is None else str(row.partitions)
-        table.add_row(row.name, partitions, status)
+        replicas = "-" if row.replicas is None else str(row.replicas)
+        table.add_row(row.name, partitions, replicas, status)
     return table
 
 
@@ -87,6 +90,7 @@ def _settings(
     traces_topic: str,
     dead_letter_topic: str,
     partitions: int,
+    replication_factor: int = 1,
 ) -> KafkaSettings:
     return build_settings(
         KafkaSettings,
@@ -95,6 +99,7 @@ def _settings(
         traces_topic=traces_topic,
         dead_letter_topic=dead_letter_topic,
         partitions=partitions,
+        replication_factor=replication_factor,
     )
 
 
@@ -110,11 +115,20 @@ def _run_admin(work: Callable[[], Coroutine[Any, Any, T]], bootstrap_servers: st
 
 @app.command(
     "create",
-    epilog="Example: [cyan]tracebus topics create -b kafka-1:9092 --partitions 24[/cyan]",
+    epilog="Example: [cyan]tracebus topics create -b kafka-1:9092 --partitions 24 "
+    "--replication-factor 3[/cyan]",
 )
 def create(
     bootstrap_servers: BootstrapServers = DEFAULT_BOOTSTRAP_SERVERS,
     partitions: Partitions = DEFAULT_PARTITIONS,
+    replication_factor: Annotated[
+        int,
+        typer.Option(
+            envvar="TRACEBUS_REPLICATION_FACTOR",
+            min=1,
+            help="Replicas of each topic: 1 for a single broker, 3 on a production cluster.",
+        ),
+    ] = 1,
     events_topic: EventsTopic = DEFAULT_EVENTS_TOPIC,
     traces_topic: TracesTopic = DEFAULT_TRACES_TOPIC,
     dead_letter_topic: DeadLetterTopic = DEFAULT_DEAD_LETTER_TOPIC,
@@ -122,15 +136,25 @@ def create(
 ) -> None:
     """Create the tracebus topics that are missing; existing ones are left as they are."""
     settings = _settings(
-        bootstrap_servers, events_topic, traces_topic, dead_letter_topic, partitions
+        bootstrap_servers,
+        events_topic,
+        traces_topic,
+        dead_letter_topic,
+        partitions,
+        replication_factor,
     )
     require_broker(settings.bootstrap_servers, timeout)
 
     async def create_and_describe() -> tuple[list[str], list[TopicRow]]:
-        created = await create_topics(settings.bootstrap_servers, settings.topic_partitions())
+        created = await create_topics(
+            settings.bootstrap_servers, settings.topic_partitions(), settings.replication_factor
+        )
         return created, await topic_rows(settings)
 
-    created, rows = _run_admin(create_and_describe, settings.bootstrap_servers)
+    try:
+        created, rows = _run_admin(create_and_describe, settings.bootstrap_servers)
+    except TopicCreationError as error:
+        fail(str(error), ExitCode.CHECK_FAILED)
     console.print(_table(rows, set(created), settings.bootstrap_servers))
     if not all(row.ok for row in rows):
         fail("some topics could not be created (see the table)", ExitCode.CHECK_FAILED)

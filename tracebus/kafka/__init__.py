@@ -1,6 +1,18 @@
 """Kafka plumbing: the embedded broker for local runs and tests, and topic administration."""
 
 from tracebus.kafka.broker import BrokerError, EmbeddedBroker
-from tracebus.kafka.topics import create_topics, describe_topics, wait_for_broker
+from tracebus.kafka.topics import (
+    TopicCreationError,
+    create_topics,
+    describe_topics,
+    wait_for_broker,
+)
 
-__all__ = ["BrokerError", "EmbeddedBroker", "create_topics", "describe_topics", "wait_for_broker"]
+__all__ = [
+    "BrokerError",
+    "EmbeddedBroker",
+    "TopicCreationError",
+    "create_topics",
+    "describe_topics",
+    "wait_for_broker",
+]

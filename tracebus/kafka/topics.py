@@ -16,6 +16,7 @@ class TopicInfo:
     name: str
     partitions: int | None  # None: the topic does not exist
     error: str | None = None
+    replicas: int | None = None
 
 
 async def _accepts_connections(bootstrap_servers: str) -> bool:
@@ -52,20 +53,36 @@ async def wait_for_broker(bootstrap_servers: str, timeout: float) -> None:
     )
 
 
-async def create_topics(bootstrap_servers: str, partitions: dict[str, int]) -> list[str]:
-    """Create the missing topics; returns the names created. Existing topics are left alone."""
+class TopicCreationError(RuntimeError):
+    """The broker refused to create topics; the message has its reason for each."""
+
+
+async def create_topics(
+    bootstrap_servers: str, partitions: dict[str, int], replication_factor: int = 1
+) -> list[str]:
+    """Create the missing topics; returns the names created. Existing topics are left alone.
+    Raises TopicCreationError with the broker's reasons (e.g. more replicas than brokers)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     try:
         await admin.start()
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, count, replication_factor=1)
+            NewTopic(name, count, replication_factor=replication_factor)
             for name, count in partitions.items()
             if name not in existing
         ]
+        refused: list[str] = []
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(missing)
+                response = await admin.create_topics(missing)
+                # (topic, error code[, message]): version 0 of the response has no message.
+                refused = [
+                    f"{entry[0]}: {(entry[2] if len(entry) > 2 else None) or f'error {entry[1]}'}"
+                    for entry in response.topic_errors
+                    if entry[1] not in (0, TopicAlreadyExistsError.errno)
+                ]
+        if refused:
+            raise TopicCreationError("Kafka refused to create " + "; ".join(refused))
         return [topic.name for topic in missing]
     except KafkaConnectionError as error:
         raise ConnectionError(f"cannot reach Kafka at {bootstrap_servers}: {error}") from None
@@ -94,5 +111,6 @@ async def describe_topics(bootstrap_servers: str, names: list[str]) -> list[Topi
             infos.append(TopicInfo(name, None))
         else:
             error = None if topic["error_code"] == 0 else f"error code {topic['error_code']}"
-            infos.append(TopicInfo(name, len(topic["partitions"]), error))
+            replicas = min((len(p["replicas"]) for p in topic["partitions"]), default=None)
+            infos.append(TopicInfo(name, len(topic["partitions"]), error, replicas))
     return infos
