@@ -27,6 +27,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# Dify pins langfuse 4.x; its tests run that SDK beside the venv's 5.x (deps shared).
+	$(BIN)/pip install --quiet --upgrade --no-deps --target $(VENV)/langfuse-dify 'langfuse>=4.2,<5'
 	touch $(STAMP)
 
 clean:

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from tracebus.cli.main import app
 from tracebus.config import KafkaSettings
+from tracebus.gateway.settings import GatewaySettings
 from tracebus.producers.settings import ProducerSettings
 from tracebus.sinks.settings import SinkSettings
 from tracebus.streams.settings import StreamSettings
@@ -35,6 +36,7 @@ SECRETS = {
     "TRACEBUS_LANGFUSE_PUBLIC_KEY": "sink-langfuse",
     "TRACEBUS_LANGFUSE_SECRET_KEY": "sink-langfuse",
     "TRACEBUS_LANGSMITH_API_KEY": "sink-langsmith",
+    "TRACEBUS_API_KEYS": "gateway",
 }
 SECRET_WORDS = re.compile(r"SECRET|PASSWORD|TOKEN|API_KEY|PUBLIC_KEY|PRIVATE_KEY|CREDENTIAL")
 # `${VAR}` / `${VAR:-default}` / `${VAR:?message}` (and `-`, `?` without the colon).
@@ -151,7 +153,13 @@ def known_variables() -> frozenset[str]:
                 names.add(envvar)
             elif envvar:
                 names.update(envvar)
-    for settings in (KafkaSettings, StreamSettings, SinkSettings, ProducerSettings):
+    for settings in (
+        KafkaSettings,
+        StreamSettings,
+        SinkSettings,
+        ProducerSettings,
+        GatewaySettings,
+    ):
         prefix = settings.model_config.get("env_prefix", "")
         assert prefix == "TRACEBUS_"
         names.update(f"{prefix}{field}".upper() for field in settings.model_fields)
@@ -187,6 +195,7 @@ def test_compose_parses_with_the_expected_services() -> None:
         "sink-langfuse",
         "sink-langsmith",
         "sink-jsonl",
+        "gateway",
     }
     assert "x-tracebus-env" in compose(), "the shared environment is a YAML anchor"
     for name, service in services().items():
@@ -200,7 +209,8 @@ def test_every_tracebus_service_runs_an_existing_command(
         monkeypatch.delenv(key)  # only the command line is checked here
     runner = CliRunner()
     commands = tracebus_commands()
-    assert {name for name, _ in commands} >= {"topics", "stream", *SINK_SERVICES, "sink-jsonl"}
+    expected = {"topics", "stream", *SINK_SERVICES, "sink-jsonl", "gateway"}
+    assert {name for name, _ in commands} >= expected
     for name, args in commands:
         path, leaf, rest = resolve(args)
         assert path, f"{name}: {args} names no command"
@@ -332,10 +342,28 @@ def test_jsonl_sink_writes_to_a_volume() -> None:
     assert mounts(jsonl).get(with_defaults(environment(jsonl)["TRACEBUS_JSONL_DIR"])) in named
 
 
-@pytest.mark.parametrize("name", ["stream", *SINK_SERVICES, "sink-jsonl"])
+def test_gateway_publishes_port_4318_with_keys_and_a_healthcheck_on_healthz() -> None:
+    gateway = services()["gateway"]
+    assert command(gateway)[:1] == ["gateway"]
+    env = {key: with_defaults(value) for key, value in environment(gateway).items()}
+    port = env["TRACEBUS_PORT"]
+    assert port == "4318", "OTLP/HTTP's port: OTel exporters default to it"
+    published = [with_defaults(mapping).rsplit(":", 2) for mapping in gateway["ports"]]
+    assert [(host_port, container_port) for _, host_port, container_port in published] == [
+        ("4318", port)
+    ]
+    # Keys only: anonymous requests are for `tracebus up`, never a deployment.
+    assert "TRACEBUS_ALLOW_ANONYMOUS" not in env
+    assert "--allow-anonymous" not in command(gateway)
+    test = " ".join(gateway["healthcheck"]["test"])
+    assert "/healthz" in test and "TRACEBUS_PORT" in test
+    assert "replicas" not in gateway.get("deploy", {}), "replicas cannot share a host port"
+
+
+@pytest.mark.parametrize("name", ["stream", *SINK_SERVICES, "sink-jsonl", "gateway"])
 def test_default_settings_are_valid(name: str) -> None:
     """With no variables set, each worker's environment passes its settings validation."""
-    settings = StreamSettings if name == "stream" else SinkSettings
+    settings = {"stream": StreamSettings, "gateway": GatewaySettings}.get(name, SinkSettings)
     env = environment(services()[name])
     fields = {
         key.removeprefix("TRACEBUS_").lower(): with_defaults(value)

@@ -10,16 +10,22 @@ from pathlib import Path
 
 
 class CliWorker:
-    """`python -m tracebus.cli --log-level info ARGS` in a subprocess, its output in a log file,
+    """`python -m tracebus.cli --log-level LEVEL ARGS` in a subprocess, its output in a log file,
     with `environment` over this process's own."""
 
     stop_timeout: float = 30.0  # seconds `stop` waits after SIGTERM before it kills
 
-    def __init__(self, args: list[str], environment: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        environment: dict[str, str],
+        log_path: Path,
+        log_level: str = "info",
+    ) -> None:
         self.log_path = log_path
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tracebus.cli", "--log-level", "info", *args],
+                [sys.executable, "-m", "tracebus.cli", "--log-level", log_level, *args],
                 env={**os.environ, **environment},
                 stdout=log,
                 stderr=subprocess.STDOUT,

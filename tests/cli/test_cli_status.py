@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from aiokafka import TopicPartition
-from cli_helpers import kafka_options, run_cli
+from cli_helpers import kafka_options, poll, run_cli
+from conftest import fresh_settings
 from ops.ops_helpers import (
     commit_offsets,
     metrics_endpoint,
@@ -15,8 +19,12 @@ from ops.ops_helpers import (
     write_letters,
     write_records,
 )
+from streams.stream_helpers import WORKER_ENV
+from workers import CliWorker
 
+import tracebus
 from tracebus.config import KafkaSettings
+from tracebus.kafka import EmbeddedBroker
 from tracebus.kafka.broker import free_port
 
 
@@ -74,6 +82,84 @@ def test_status_shows_the_lag_of_groups_with_committed_offsets(kafka: KafkaSetti
         ["2", "-", "0", "0"],
         ["3", "-", "0", "0"],
     ]
+
+
+@pytest.fixture
+def own_broker() -> Iterator[EmbeddedBroker]:
+    """A broker of this test's own: its workers use the default group names."""
+    embedded = EmbeddedBroker(port=free_port())
+    embedded.start()
+    yield embedded
+    embedded.stop()
+
+
+def test_status_finds_the_groups_of_running_workers_and_shows_named_empty_ones(
+    own_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    kafka = fresh_settings(own_broker.bootstrap_servers)
+    env = {
+        "TRACEBUS_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "TRACEBUS_EVENTS_TOPIC": kafka.events_topic,
+        "TRACEBUS_TRACES_TOPIC": kafka.traces_topic,
+        "TRACEBUS_DEAD_LETTER_TOPIC": kafka.dead_letter_topic,
+        "TRACEBUS_PARTITIONS": str(kafka.partitions),
+    }
+    # Default app id and group: tracebus-stream and tracebus-sink-jsonl, which the embedded
+    # broker does not list before they commit.
+    stream_metrics, sink_metrics = free_port(), free_port()
+    stream = CliWorker(
+        ["stream", "--metrics-port", str(stream_metrics)],
+        {**env, **WORKER_ENV},
+        tmp_path / "stream.log",
+    )
+    sink = CliWorker(
+        ["sink", "jsonl", "--out", str(tmp_path / "traces"), "--metrics-port", str(sink_metrics)],
+        {**env, "TRACEBUS_LINGER_MS": "50"},
+        tmp_path / "sink.log",
+    )
+    try:
+
+        def running_groups() -> str | None:
+            result = run_cli("status", *topic_options(kafka), "-g", "nobody")
+            assert result.exit_code == 0, result.output
+            shown = "tracebus-stream" in result.stdout and "tracebus-sink-jsonl" in result.stdout
+            return result.stdout if shown else None
+
+        before = poll(running_groups, 60, "both workers' groups in the status", sink.process)
+        assert cells_of(before, "nobody")[1:4] == ["other", "-", "nothing committed"]
+
+        client = tracebus.Client(**kafka.model_dump(), linger_ms=5)
+        with client.trace("status-check"):
+            pass
+        assert client.close(10)
+
+        def caught_up() -> str | None:
+            result = run_cli(
+                "status",
+                *topic_options(kafka),
+                *("-m", f"127.0.0.1:{stream_metrics}", "-m", f"127.0.0.1:{sink_metrics}"),
+                *("--rate-window", "0.2"),
+            )
+            assert result.exit_code == 0, result.output
+            sink_row = cells_of(result.stdout, "tracebus-sink-jsonl")
+            stream_row = cells_of(result.stdout, "tracebus-stream")
+            done = sink_row[3] == stream_row[3] == "0" and "(nothing" not in result.stdout
+            return result.stdout if done else None
+
+        after = poll(caught_up, 60, "both groups committed everything", stream.process)
+        # group, role, topic, lag, members, state, then the figures of the group's workers:
+        # delivered/s, retries, dead letters, open traces.
+        sink_row = cells_of(after, "tracebus-sink-jsonl")
+        assert sink_row[1:5] == ["sink:jsonl", kafka.traces_topic, "0", "1"]
+        assert sink_row[6:] == ["0.0", "0", "0", "-"]
+        stream_row = cells_of(after, "tracebus-stream")
+        assert stream_row[1:5] == ["stream", kafka.events_topic, "0", "1"]
+        assert stream_row[6:9] == ["-", "-", "0"]
+        assert stream_row[9].isdigit()
+        assert list((tmp_path / "traces").glob("*.jsonl"))
+    finally:
+        for worker in (sink, stream):
+            assert worker.stop() == 0, worker.log_tail()
 
 
 def test_status_counts_dead_letters_per_stage_and_what_is_left_to_redrive(

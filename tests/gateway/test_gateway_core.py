@@ -225,25 +225,31 @@ def test_bodies_beyond_the_limits_or_badly_encoded_are_refused_with_the_reason(
     scenario(run)
 
 
-def test_an_event_larger_than_a_record_is_refused_and_nothing_of_the_request_is_written(
+def test_oversized_fields_are_cut_and_recorded_and_an_event_still_too_large_is_refused(
     kafka: KafkaSettings,
 ) -> None:
     trace_id = new_trace_id()
-    events = [span(trace_id, "small"), span(trace_id, "big", input="x" * 3000)]
+    cut = span(trace_id, "cut", input="x" * 3000)
+    huge = span(trace_id, "huge", model_parameters={f"p{i}": "y" * 100 for i in range(30)})
 
     async def run() -> None:
         async with running(kafka, max_record_bytes=2048) as client:
-            response = await client.post("/events", content=orjson.dumps(events), headers=auth())
-            assert response.status_code == 413
-            assert "the limit per event is 1920 bytes" in response.json()["error"]
-            ok = await client.post(
-                "/events", content=orjson.dumps([span(trace_id, "after")]), headers=auth()
+            refused = await client.post(
+                "/events", content=orjson.dumps([span(trace_id, "small"), huge]), headers=auth()
             )
-            assert ok.status_code == 200
+            assert refused.status_code == 400
+            assert refused.json()["error"] == (
+                "event is 3549 bytes after truncating nothing; the limit is 1920 bytes"
+            )
+            ok = await client.post("/events", content=orjson.dumps([cut]), headers=auth())
+            assert ok.status_code == 200, ok.text
 
     scenario(run)
     [batch] = read_batches(kafka, lambda b: len(b) >= 1)
-    assert [e.name for e in batch.events] == ["after"]
+    [event] = batch.events
+    assert event.name == "cut"
+    assert event.input.endswith("[truncated by tracebus: 3002 bytes]")
+    assert [(t.field, t.original_bytes) for t in event.truncated] == [("input", 3002)]
 
 
 def test_while_kafka_is_unreachable_requests_get_503_with_retry_after(

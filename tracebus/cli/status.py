@@ -29,6 +29,7 @@ from tracebus.cli.common import (
     safe_servers,
 )
 from tracebus.cli.dlq import ProgressGroup, run_against_kafka
+from tracebus.cli.sink import Destination
 from tracebus.config import KafkaSettings
 from tracebus.ops.deadletters import DEFAULT_MAX_SCAN, DeadLetterSummary, summarize_by_stage
 from tracebus.ops.groups import DEFAULT_STREAM_APP_ID, GroupStatus, group_statuses
@@ -72,28 +73,66 @@ async def _overview(
     workers = (
         asyncio.create_task(scrape_workers(metrics, rate_window, timeout)) if metrics else None
     )
-    statuses = await group_statuses(settings, stream_app_id, groups)
+    destinations = [destination.value for destination in Destination]
+    statuses = await group_statuses(settings, stream_app_id, groups, destinations)
     summary, awaiting = await _dead_letters(settings, max_scan, progress_group, timeout)
     return Overview(statuses, summary, awaiting, await workers if workers else [])
 
 
-def _groups_table(groups: list[GroupStatus], servers: str) -> Table:
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if value == int(value) else f"{value:,.2f}"
+
+
+# Columns of the groups table taken from the scraped workers of each group's role:
+# (heading, WorkerMetric label, per second).
+GROUP_FIGURES = (
+    ("delivered/s", "delivered", True),
+    ("retries", "retries", False),
+    ("dead letters", "dead letters", False),
+    ("open traces", "open traces", False),
+)
+
+
+def _group_figure(workers: list[WorkerReport], role: str, label: str, per_second: bool) -> str:
+    """The sum over the scraped workers in `role` (the members of one group); "-" if none."""
+    sources = [w.per_second if per_second else w.values for w in workers if role in w.roles]
+    values = [source[label] for source in sources if label in source]
+    if not values:
+        return "-"
+    return f"{sum(values):,.1f}" if per_second else _number(sum(values))
+
+
+def _groups_table(groups: list[GroupStatus], servers: str, workers: list[WorkerReport]) -> Table:
     table = Table(title=f"consumer groups on {safe_servers(servers)}")
-    table.add_column("group")
-    table.add_column("role")
-    table.add_column("topic")
+    # Names are what the operator acts on: wrapped when narrow, never cut short.
+    for name in ("group", "role", "topic"):
+        table.add_column(name, overflow="fold")
     table.add_column("lag", justify="right")
     table.add_column("members", justify="right")
     table.add_column("state")
+    scraped = [worker for worker in workers if worker.error is None]
+    for heading, _, _ in GROUP_FIGURES if scraped else ():
+        table.add_column(heading, justify="right")
     for group in groups:
-        lag = f"{group.lag:,}" if group.has_commits else f"{group.lag:,} (nothing committed)"
+        if not group.partitions:  # a --group that committed nothing on the tracebus topics
+            lag = "nothing committed"
+        elif group.has_commits:
+            lag = f"{group.lag:,}"
+        else:
+            lag = f"{group.lag:,} (nothing committed)"
+        figures = (
+            [_group_figure(scraped, group.role, label, rate) for _, label, rate in GROUP_FIGURES]
+            if scraped
+            else []
+        )
         table.add_row(
             Text(group.group),
             Text(group.role),
             Text(", ".join(group.topics) or "-"),
-            lag if group.partitions else "-",
+            lag,
             "?" if group.members is None else str(group.members),
             Text(group.state or "?"),
+            *figures,
         )
     return table
 
@@ -134,10 +173,6 @@ def _dead_letters_table(summary: DeadLetterSummary, awaiting: dict[str, int], to
             "-" if pending is None else f"{pending:,}",
         )
     return table
-
-
-def _number(value: float) -> str:
-    return f"{value:,.0f}" if value == int(value) else f"{value:,.2f}"
 
 
 def _worker_table(worker: WorkerReport) -> Table:
@@ -221,9 +256,11 @@ def status(
     """Consumer-group lag, dead letters per stage and, with --metrics, worker throughput.
 
     Worker throughput: records, delivered, retries, dead letters, open traces, pending, with
-    per-second rates from two scrapes --rate-window apart.
+    per-second rates from two scrapes --rate-window apart; per worker, and summed over the
+    workers of each group (delivered/s, retries, dead letters, open traces columns).
 
-    Groups shown: the stream's (its app id), every tracebus-sink-* group, and any --group.
+    Groups shown: the stream's (its app id) and every tracebus-sink-* group that has members
+    or committed offsets, and any --group even without either.
     Lag is the end offset minus the committed offset, summed over partitions (from the log
     start where nothing is committed). Exits 1 when a metrics endpoint cannot be scraped.
     """
@@ -249,7 +286,7 @@ def status(
         settings.bootstrap_servers,
     )
     if overview.groups:
-        console.print(_groups_table(overview.groups, settings.bootstrap_servers))
+        console.print(_groups_table(overview.groups, settings.bootstrap_servers, overview.workers))
         if verbose:
             console.print(_partitions_table(overview.groups))
     else:

@@ -20,10 +20,15 @@ _MAX_BACKOFF_S = 30.0
 
 @dataclass
 class Child:
-    """One supervised `tracebus` command; its output is shown prefixed by its name."""
+    """One supervised `tracebus` command; its output is shown prefixed by its name.
+
+    `env` is added to the supervisor's environment for this child only; `metrics_port` is where
+    it serves /metrics and /healthz, if anywhere."""
 
     name: str
     arguments: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    metrics_port: int | None = None
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     backoff: float = _FIRST_BACKOFF_S
@@ -51,7 +56,7 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         child.process = subprocess.Popen(
             [sys.executable, "-m", "tracebus.cli", "--log-level", "warning", *child.arguments],
-            env=self._env,
+            env={**self._env, **child.env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -33,6 +33,10 @@ class _CountingPublisher:
         self._publisher = publisher
         self._events = metrics.events.labels(protocol)
 
+    @property
+    def connected(self) -> bool:
+        return self._publisher.connected
+
     def problem(self, event: dict[str, Any]) -> str | None:
         return self._publisher.problem(event)
 
@@ -95,7 +99,8 @@ class Gateway:
                         request, self.settings.max_body_bytes, self.settings.max_decoded_bytes
                     )
                     received.inc(request.content_length or len(body))
-                response = await route.handler(Call(request, caller, body, publisher))
+                call = Call(request, caller, body, publisher, self.settings)
+                response = await route.handler(call)
             except GatewayError as error:
                 response = self._error(adapter, request, error)
             except Exception:

@@ -51,7 +51,7 @@ def _inflate(data: bytes, encoding: str, limit: int) -> bytes:
 
 def _unzstd(data: bytes, limit: int) -> bytes:
     try:
-        with zstandard.ZstdDecompressor().stream_reader(data) as reader:
+        with zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True) as reader:
             decoded = reader.read(limit + 1)
     except zstandard.ZstdError as error:
         raise GatewayError(400, f"body is not valid zstd: {error}") from None

@@ -15,7 +15,14 @@ from aiokafka.errors import KafkaError
 
 from tracebus.gateway.protocol import Caller, GatewayError
 from tracebus.gateway.settings import GatewaySettings
-from tracebus.schemas import SchemaError, encode_batch, validate_event
+from tracebus.schemas import (
+    EventTooLarge,
+    Limits,
+    SchemaError,
+    encode_batch,
+    serialize_event,
+    validate_event,
+)
 
 log = logging.getLogger("tracebus.gateway")
 PROJECT_HEADER = "tracebus-project"
@@ -28,6 +35,12 @@ class KafkaPublisher:
 
     def __init__(self, settings: GatewaySettings) -> None:
         self._settings = settings
+        self._event_limit = settings.max_record_bytes - _ENVELOPE_BYTES
+        defaults = Limits()
+        self._limits = Limits(
+            max_field_bytes=min(defaults.max_field_bytes, self._event_limit // 2),
+            max_event_bytes=min(defaults.max_event_bytes, self._event_limit),
+        )
         self._producer: AIOKafkaProducer | None = None
         self._connecting: asyncio.Task[None] | None = None
         self.records_sent = 0
@@ -78,10 +91,16 @@ class KafkaPublisher:
             return
 
     def problem(self, event: dict[str, Any]) -> str | None:
+        """Also cuts `event`'s oversized fields in place, recording each cut, the way the
+        producer SDK does: every protocol gets the same limits."""
         try:
+            size = len(serialize_event(event, self._limits))
             validate_event(event)
-        except SchemaError as error:
+        except (EventTooLarge, SchemaError) as error:
             return str(error)
+        if size > self._event_limit:
+            limit = self._event_limit
+            return f"event is {size} bytes encoded; the limit per event is {limit} bytes"
         return None
 
     async def publish(self, events: Sequence[dict[str, Any]], caller: Caller) -> None:
@@ -108,7 +127,7 @@ class KafkaPublisher:
         by_trace: dict[str, list[bytes]] = {}
         for event in events:
             by_trace.setdefault(event["trace_id"], []).append(orjson.dumps(event))
-        limit = self._settings.max_record_bytes - _ENVELOPE_BYTES
+        limit = self._event_limit
         records: list[tuple[str, bytes]] = []
         for trace_id, encoded in by_trace.items():
             part: list[bytes] = []

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from tracebus.gateway.settings import GatewaySettings
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -32,8 +34,13 @@ class GatewayError(Exception):
 class Publisher(Protocol):
     """The gateway's way into Kafka (implemented in `tracebus.gateway.ingest`)."""
 
+    @property
+    def connected(self) -> bool:
+        """Whether Kafka is reachable now (a publish would not fail at once with 503)."""
+
     def problem(self, event: dict[str, Any]) -> str | None:
-        """Why `event` breaks the wire contract (every violation, with paths), or None."""
+        """Why `event` cannot be published — it breaks the wire contract (every violation, with
+        paths) or is larger than a record may be — or None."""
 
     async def publish(self, events: Sequence[dict[str, Any]], caller: Caller) -> None:
         """Publish valid events (one record per trace, in the given order) and return once Kafka
@@ -50,6 +57,7 @@ class Call:
     caller: Caller
     body: bytes
     publisher: Publisher
+    settings: GatewaySettings
 
     @property
     def content_type(self) -> str:

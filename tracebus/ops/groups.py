@@ -92,7 +92,10 @@ def group_role(group: str, stream_app_id: str) -> str:
 async def find_tracebus_groups(
     admin: AIOKafkaAdminClient, stream_app_id: str, extra: Iterable[str] = ()
 ) -> list[str]:
-    """The stream's group and the `tracebus-sink-*` groups the broker knows, plus `extra`."""
+    """The stream's group and the `tracebus-sink-*` groups the broker lists, plus `extra`.
+
+    Brokers list only groups with committed offsets (tansu) or may list none: the groups
+    tracebus itself uses are probed by name as well (`group_statuses`)."""
     listed = {entry[0] for entry in await admin.list_consumer_groups()}
     ours = {g for g in listed if g == stream_app_id or g.startswith(SINK_GROUP_PREFIX)}
     return sorted(ours | set(extra))
@@ -141,8 +144,13 @@ async def group_statuses(
     settings: KafkaSettings,
     stream_app_id: str = DEFAULT_STREAM_APP_ID,
     extra_groups: Iterable[str] = (),
+    sink_destinations: Iterable[str] = (),
 ) -> list[GroupStatus]:
     """Lag and membership of every tracebus consumer group, on the topics it reads.
+
+    The groups: those the broker lists, the stream's and `tracebus-sink-<destination>` for
+    each of `sink_destinations` when they have committed offsets or members (probed one at a
+    time), and `extra_groups` always, even with neither.
 
     The stream reads the events topic and sinks the traces topic; for any other group, the
     tracebus topics on which it has committed offsets."""
@@ -150,20 +158,34 @@ async def group_statuses(
     bounds = await _topic_bounds(settings.bootstrap_servers, topics)
     statuses = []
     async with admin_client(settings.bootstrap_servers) as admin:
-        for group in await find_tracebus_groups(admin, stream_app_id, extra_groups):
-            role = group_role(group, stream_app_id)
-            committed = await committed_offsets(admin, group, list(bounds))
-            if role == STREAM_ROLE:
-                reads = {settings.events_topic}
-            elif role == OTHER_ROLE:
-                reads = {tp.topic for tp, offset in committed.items() if offset is not None}
-            else:
-                reads = {settings.traces_topic}
-            lags = [
-                PartitionLag(tp.topic, tp.partition, committed.get(tp), bound)
-                for tp, bound in sorted(bounds.items())
-                if tp.topic in reads
-            ]
-            members, state = await _membership(admin, group)
-            statuses.append(GroupStatus(group, role, lags, members, state))
+        named = await find_tracebus_groups(admin, stream_app_id, extra_groups)
+        probed = {stream_app_id} | {f"{SINK_GROUP_PREFIX}{d}" for d in sink_destinations}
+        for group in sorted(set(named) | probed):
+            status = await _group_status(admin, settings, group, stream_app_id, bounds)
+            if group in named or status.has_commits or status.members:
+                statuses.append(status)
     return statuses
+
+
+async def _group_status(
+    admin: AIOKafkaAdminClient,
+    settings: KafkaSettings,
+    group: str,
+    stream_app_id: str,
+    bounds: dict[TopicPartition, OffsetBounds],
+) -> GroupStatus:
+    role = group_role(group, stream_app_id)
+    committed = await committed_offsets(admin, group, list(bounds))
+    if role == STREAM_ROLE:
+        reads = {settings.events_topic}
+    elif role == OTHER_ROLE:
+        reads = {tp.topic for tp, offset in committed.items() if offset is not None}
+    else:
+        reads = {settings.traces_topic}
+    lags = [
+        PartitionLag(tp.topic, tp.partition, committed.get(tp), bound)
+        for tp, bound in sorted(bounds.items())
+        if tp.topic in reads
+    ]
+    members, state = await _membership(admin, group)
+    return GroupStatus(group, role, lags, members, state)

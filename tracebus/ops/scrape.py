@@ -32,6 +32,8 @@ WORKER_METRICS = (
     WorkerMetric("pending", ("tracebus_sink_pending",), False),
     WorkerMetric("consumer lag", ("tracebus_sink_consumer_lag",), False),
     WorkerMetric("destination failing", ("tracebus_sink_destination_failing",), False),
+    WorkerMetric("gateway requests", ("tracebus_gateway_requests",), True),
+    WorkerMetric("gateway events", ("tracebus_gateway_events",), True),
 )
 
 
@@ -49,7 +51,7 @@ class Snapshot:
     url: str
     taken_at: float  # time.monotonic()
     values: dict[str, float] = field(default_factory=dict)  # WorkerMetric.label → value
-    roles: list[str] = field(default_factory=list)  # stream, sink:<destination>
+    roles: list[str] = field(default_factory=list)  # stream, sink:<destination>, gateway
     error: str | None = None
 
 
@@ -61,6 +63,8 @@ def parse_metrics(url: str, text: str, taken_at: float) -> Snapshot:
     for family in text_string_to_metric_families(text):
         if family.name.startswith("tracebus_stream_"):
             roles.add("stream")
+        elif family.name.startswith("tracebus_gateway_"):
+            roles.add("gateway")
         for sample in family.samples:
             if family.name.startswith("tracebus_sink_") and "destination" in sample.labels:
                 roles.add(f"sink:{sample.labels['destination']}")
