@@ -61,11 +61,11 @@ from common import (
     write_json,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 from prometheus_client.parser import text_string_to_metric_families
 
 from tracebus.kafka.broker import free_port
+from tracebus.otlp_attributes import key_values
 
 KEY = "bench-gateway-key"
 KIND_WEIGHTS = {"generation": 4, "tool": 3, "retriever": 2, "span": 1, "chain": 1}
@@ -127,20 +127,6 @@ class Result:
 # -- request bodies --------------------------------------------------------------------------
 
 
-def _value(value: object) -> AnyValue:
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    return AnyValue(string_value=str(value))
-
-
-def _attributes(values: dict[str, object]) -> list[KeyValue]:
-    return [KeyValue(key=k, value=_value(v)) for k, v in values.items()]
-
-
 def otlp_workload(trees: list[list[PlannedNode]], rng: Random, per_request: int) -> Workload:
     bodies = []
     for first in range(0, len(trees), per_request):
@@ -171,14 +157,14 @@ def otlp_workload(trees: list[list[PlannedNode]], rng: Random, per_request: int)
                         kind=Span.SPAN_KIND_INTERNAL,
                         start_time_unix_nano=node.start_ns,
                         end_time_unix_nano=node.end_ns,
-                        attributes=_attributes(attributes),
+                        attributes=key_values(attributes),
                         status=Status(code=Status.STATUS_CODE_OK),
                     )
                 )
         request = ExportTraceServiceRequest(
             resource_spans=[
                 ResourceSpans(
-                    resource={"attributes": _attributes({"service.name": "shop-assistant"})},
+                    resource={"attributes": key_values({"service.name": "shop-assistant"})},
                     scope_spans=[ScopeSpans(scope={"name": "bench"}, spans=spans)],
                 )
             ]

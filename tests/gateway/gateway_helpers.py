@@ -1,14 +1,24 @@
-"""A real `tracebus gateway` process for the tests, ready once its /healthz answers 200."""
+"""Gateways for the tests: a real `tracebus gateway` process, ready once its /healthz answers
+200, and a gateway served in the test's own event loop with the adapters under test."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+from aiohttp.test_utils import TestServer
 from workers import CliWorker
 
 from tracebus.config import KafkaSettings
+from tracebus.gateway.app import SERVER_OPTIONS, Gateway
+from tracebus.gateway.auth import KeyRing
+from tracebus.gateway.protocol import Adapter
+from tracebus.gateway.settings import GatewaySettings
 from tracebus.kafka.broker import free_port
 
 PROJECT = "shop"
@@ -49,3 +59,30 @@ class GatewayProcess(CliWorker):
                 pass
             time.sleep(0.1)  # polling interval while the process starts, not a synchronisation
         raise AssertionError(f"gateway not ready after {timeout}s:\n{self.log_tail()}")
+
+
+@asynccontextmanager
+async def in_process_gateway(
+    settings: KafkaSettings,
+    adapters: Sequence[Adapter],
+    keys: Iterable[tuple[str, str]],
+    headers: dict[str, str] | None = None,
+    **overrides: Any,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway with `adapters` and (project, key) `keys` on a free port, publishing to the real
+    broker of `settings` (with `overrides` of GatewaySettings); yields a client for it."""
+    gateway_settings = GatewaySettings(**{**settings.model_dump(), **overrides})
+    keyring = KeyRing(keys, gateway_settings.allow_anonymous)
+    server = TestServer(Gateway(gateway_settings, keyring, adapters).application())
+    await server.start_server(**SERVER_OPTIONS)
+    try:
+        async with httpx.AsyncClient(
+            base_url=str(server.make_url("")), headers=headers, timeout=30
+        ) as client:
+            yield client
+    finally:
+        await server.close()
+
+
+def scenario(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(test())

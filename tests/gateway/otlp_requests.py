@@ -10,38 +10,15 @@ from typing import Any
 import orjson
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import (
-    AnyValue,
-    ArrayValue,
-    KeyValue,
-    KeyValueList,
-)
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from tracebus.otlp_attributes import key_values
 
 TRACE_ID = "5b8efff798038103d269b633813fc60c"
 ROOT_ID = "eee19b7ec3c1b174"
 CHILD_ID = "0f1e2d3c4b5a6978"
 START = 1_790_000_000_000_000_000
 SECOND = 1_000_000_000
-
-
-def any_value(value: Any) -> AnyValue:
-    # bool before int: True is an int in Python but a bool in OTLP.
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, list):
-        return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
-    if isinstance(value, dict):
-        return AnyValue(kvlist_value=KeyValueList(values=key_values(value)))
-    return AnyValue(string_value=value)
-
-
-def key_values(attributes: Mapping[str, Any]) -> list[KeyValue]:
-    return [KeyValue(key=key, value=any_value(value)) for key, value in attributes.items()]
 
 
 def span(

@@ -8,26 +8,21 @@ import base64
 import gzip
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 import zstandard
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from conftest import consume, read_batches
+from gateway_helpers import in_process_gateway, scenario
 from typer.testing import CliRunner
 
 from tracebus.cli.main import app as cli
 from tracebus.config import KafkaSettings
-from tracebus.gateway.app import SERVER_OPTIONS, Gateway
-from tracebus.gateway.auth import KeyRing
 from tracebus.gateway.ingest import PROJECT_HEADER
 from tracebus.gateway.protocol import Adapter, Call, GatewayError, Route
-from tracebus.gateway.settings import GatewaySettings
 from tracebus.kafka import EmbeddedBroker, create_topics
 from tracebus.kafka.broker import free_port
 from tracebus.schemas import new_observation_id, new_trace_id
@@ -67,22 +62,9 @@ def span(trace_id: str, name: str = "step", **fields: Any) -> dict[str, Any]:
     }
 
 
-@asynccontextmanager
-async def running(settings: KafkaSettings, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    gateway_settings = GatewaySettings(**{**settings.model_dump(), **overrides})
-    keys = KeyRing([("shop", KEY), ("shop", "pk-lf-1:sk-lf-1")], gateway_settings.allow_anonymous)
-    gateway = Gateway(gateway_settings, keys, [EVENTS_ADAPTER])
-    server = TestServer(gateway.application())
-    await server.start_server(**SERVER_OPTIONS)
-    try:
-        async with httpx.AsyncClient(base_url=str(server.make_url("")), timeout=30) as client:
-            yield client
-    finally:
-        await server.close()
-
-
-def scenario(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(test())
+def running(settings: KafkaSettings, **overrides: Any) -> AbstractAsyncContextManager[Any]:
+    keys = [("shop", KEY), ("shop", "pk-lf-1:sk-lf-1")]
+    return in_process_gateway(settings, [EVENTS_ADAPTER], keys, **overrides)
 
 
 def test_a_request_is_answered_only_once_kafka_has_its_events(kafka: KafkaSettings) -> None:

@@ -3,23 +3,17 @@ per event, its request-level errors, and what reaches the events topic."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import httpx
 import orjson
-from aiohttp.test_utils import TestServer
 from conftest import read_batches
+from gateway_helpers import in_process_gateway, scenario
 
 from tracebus.config import KafkaSettings
 from tracebus.gateway import langfuse_ingestion
-from tracebus.gateway.app import SERVER_OPTIONS, Gateway
-from tracebus.gateway.auth import KeyRing
 from tracebus.gateway.langfuse_ingestion import observation_id_for
-from tracebus.gateway.settings import GatewaySettings
 from tracebus.kafka.broker import free_port
 from tracebus.schemas import EventBatch
 
@@ -28,22 +22,9 @@ TRACE_ID = "7f3c1e2a8b4d4c6e9f0123456789abcd"
 BASIC = {"Authorization": "Basic " + base64.b64encode(b"pk-lf-1:sk-lf-1").decode()}
 
 
-@asynccontextmanager
-async def gateway(settings: KafkaSettings, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    gateway_settings = GatewaySettings(**{**settings.model_dump(), **overrides})
-    keys = KeyRing([("shop", "pk-lf-1:sk-lf-1")])
-    app = Gateway(gateway_settings, keys, [langfuse_ingestion.ADAPTER]).application()
-    server = TestServer(app)
-    await server.start_server(**SERVER_OPTIONS)
-    try:
-        async with httpx.AsyncClient(base_url=str(server.make_url("")), timeout=30) as client:
-            yield client
-    finally:
-        await server.close()
-
-
-def scenario(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(test())
+def gateway(settings: KafkaSettings, **overrides: Any) -> AbstractAsyncContextManager[Any]:
+    keys = [("shop", "pk-lf-1:sk-lf-1")]
+    return in_process_gateway(settings, [langfuse_ingestion.ADAPTER], keys, **overrides)
 
 
 def event(envelope_id: str, event_type: str, at: str, **body: Any) -> dict[str, Any]:

@@ -7,16 +7,14 @@ import asyncio
 import copy
 import re
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import orjson
 import pytest
-from aiohttp.test_utils import TestServer
 from conftest import read_batches
+from gateway_helpers import in_process_gateway
 from langsmith._internal._multipart import RewindableMultipartBody
 from langsmith._internal._operations import (
     serialize_feedback_dict,
@@ -27,8 +25,6 @@ from langsmith._internal._operations import (
 
 from tracebus.config import KafkaSettings
 from tracebus.gateway import langsmith_runs
-from tracebus.gateway.app import Gateway
-from tracebus.gateway.auth import KeyRing
 from tracebus.gateway.langsmith_runs import (
     Ingest,
     RunDirectory,
@@ -41,7 +37,6 @@ from tracebus.gateway.langsmith_runs import (
     usage_and_cost,
 )
 from tracebus.gateway.protocol import GatewayError
-from tracebus.gateway.settings import GatewaySettings
 from tracebus.schemas import validate_event
 
 KEY = "ls-adapter-secret"
@@ -671,20 +666,9 @@ def test_an_invalid_run_rejects_the_whole_request_naming_it(
 # -- HTTP ---------------------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def gateway(settings: KafkaSettings) -> AsyncIterator[httpx.AsyncClient]:
-    gateway_settings = GatewaySettings(**settings.model_dump())
-    keys = KeyRing([("shop", KEY)])
-    app = Gateway(gateway_settings, keys, [langsmith_runs.ADAPTER]).application()
-    server = TestServer(app)
-    await server.start_server()
-    try:
-        async with httpx.AsyncClient(
-            base_url=str(server.make_url("")), headers={"x-api-key": KEY}, timeout=30
-        ) as client:
-            yield client
-    finally:
-        await server.close()
+def gateway(settings: KafkaSettings) -> AbstractAsyncContextManager[Any]:
+    adapters = [langsmith_runs.ADAPTER]
+    return in_process_gateway(settings, adapters, [("shop", KEY)], headers={"x-api-key": KEY})
 
 
 def test_info_answers_what_the_sdk_reads(kafka: KafkaSettings) -> None:

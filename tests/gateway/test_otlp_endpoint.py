@@ -4,17 +4,15 @@ A request is taken whole or not at all."""
 
 from __future__ import annotations
 
-import asyncio
 import gzip
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from aiohttp.test_utils import TestServer
 from conftest import read_batches
+from gateway_helpers import in_process_gateway, scenario
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -24,9 +22,6 @@ from otlp_requests import CHILD_ID, ROOT_ID, TRACE_ID, export, otlp_json, span
 
 from tracebus.config import KafkaSettings
 from tracebus.gateway import otlp
-from tracebus.gateway.app import SERVER_OPTIONS, Gateway
-from tracebus.gateway.auth import KeyRing
-from tracebus.gateway.settings import GatewaySettings
 from tracebus.kafka.broker import free_port
 from tracebus.schemas import new_trace_id
 
@@ -36,21 +31,8 @@ JSON = {"Content-Type": "application/json", "x-api-key": KEY}
 BASE64_TRACE_ID = "W46/95gDgQPSabYzgT/GDA=="  # protobuf's JSON mapping; OTLP/JSON wants hex
 
 
-@asynccontextmanager
-async def running(settings: KafkaSettings, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    gateway_settings = GatewaySettings(**{**settings.model_dump(), **overrides})
-    gateway = Gateway(gateway_settings, KeyRing([("shop", KEY)]), [otlp.ADAPTER])
-    server = TestServer(gateway.application())
-    await server.start_server(**SERVER_OPTIONS)
-    try:
-        async with httpx.AsyncClient(base_url=str(server.make_url("")), timeout=30) as client:
-            yield client
-    finally:
-        await server.close()
-
-
-def scenario(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(test())
+def running(settings: KafkaSettings, **overrides: Any) -> AbstractAsyncContextManager[Any]:
+    return in_process_gateway(settings, [otlp.ADAPTER], [("shop", KEY)], **overrides)
 
 
 def post_all(

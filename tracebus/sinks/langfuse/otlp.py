@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from tracebus.otlp_attributes import key_values
 from tracebus.schemas import Level, TraceDocument
 from tracebus.schemas.traces import Observation
 from tracebus.sinks.langfuse.details import cost_details, usage_details
@@ -71,7 +71,7 @@ def to_otlp_request(documents: Sequence[TraceDocument]) -> ExportTraceServiceReq
         return request
     resource_spans = request.resource_spans.add()
     resource_spans.resource.attributes.extend(
-        _key_values({"service.name": SERVICE_NAME, "service.version": TRACEBUS_VERSION})
+        key_values({"service.name": SERVICE_NAME, "service.version": TRACEBUS_VERSION})
     )
     scope_spans = resource_spans.scope_spans.add()
     scope_spans.scope.name = SCOPE_NAME
@@ -190,7 +190,7 @@ def _span(
         kind=Span.SPAN_KIND_INTERNAL,
         start_time_unix_nano=observation.start_time_unix_nano,
         end_time_unix_nano=observation.end_time_unix_nano,
-        attributes=_key_values(attributes),
+        attributes=key_values(attributes),
     )
     if observation.level == Level.ERROR:
         span.status.CopyFrom(
@@ -243,20 +243,3 @@ def _json_or_none(value: Mapping[str, Any] | None) -> str | None:
 
 def _present(attributes: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in attributes.items() if value is not None}
-
-
-def _key_values(attributes: Mapping[str, AttributeValue]) -> list[KeyValue]:
-    return [KeyValue(key=key, value=_any_value(value)) for key, value in attributes.items()]
-
-
-def _any_value(value: AttributeValue) -> AnyValue:
-    # bool before int: True is an int in Python but a bool in OTLP.
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, list):
-        return AnyValue(array_value=ArrayValue(values=[AnyValue(string_value=v) for v in value]))
-    return AnyValue(string_value=value)
