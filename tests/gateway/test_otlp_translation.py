@@ -556,3 +556,16 @@ def test_an_invalid_span_is_rejected_with_a_message_naming_it(
     with pytest.raises(InvalidSpan) as rejected:
         translate(request)
     assert str(rejected.value) == message
+
+
+def test_a_span_marked_as_root_by_the_langfuse_sdk_is_its_trace_s_root() -> None:
+    # The langfuse SDK started with a trace context gives the span a parent that is never sent.
+    marked = span(
+        "handle",
+        span_id=CHAT_ID,
+        parent=ROOT_ID,
+        attributes={"langfuse.internal.as_root": True, "langfuse.trace.name": "checkout"},
+    )
+    translated = events(marked)
+    assert "parent_observation_id" not in observation(translated, CHAT_ID)
+    assert trace_event(translated)["name"] == "checkout"
