@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint bench schemas clean
+.PHONY: up test lint bench report schemas clean
 
 up: $(STAMP)
 	$(BIN)/tracebus up --demo
@@ -19,6 +19,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/producer_overhead.py
+
+# End-to-end benchmark + long fault suite → benchmarks/REPORT.md (5–10 minutes).
+report: $(STAMP)
+	$(BIN)/python benchmarks/report.py
 
 schemas: $(STAMP)
 	$(BIN)/tracebus schemas export

@@ -371,6 +371,8 @@ class _Run:
     requests: list[Received] = field(default_factory=list)
     seen: set[tuple[bytes, bytes]] = field(default_factory=set)
     rejected: list[str] = field(default_factory=list)
+    # Per span, the first time it arrived minus its end time: the end-to-end benchmark's latency.
+    latencies_ms: list[float] = field(default_factory=list)
 
 
 class FastStandIn:
@@ -435,6 +437,11 @@ class FastStandIn:
         with self._lock:
             return len(self._run.seen)
 
+    def latencies_ms(self) -> list[float]:
+        """Milliseconds from each distinct span's end time to its first arrival, in order."""
+        with self._lock:
+            return list(self._run.latencies_ms)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
@@ -473,7 +480,7 @@ class FastStandIn:
     ) -> tuple[int, bytes]:
         if method != "POST" or path != TRACES_PATH:
             return 404, b'{"message":"Not found"}'
-        arrived, wall = time.monotonic(), time.time()
+        arrived, wall, wall_ns = time.monotonic(), time.time(), time.time_ns()
         with self._lock:
             pid = self._run.watched_pid
         cpu = None
@@ -490,17 +497,20 @@ class FastStandIn:
             problem = f"content type {headers.get('content-type')!r}"
         raw = body
         keys: list[tuple[bytes, bytes]] = []
+        ends: list[int] = []
         if problem is None:
             try:
                 if headers.get("content-encoding", "").lower() == "gzip":
                     raw = gzip.decompress(body)
                 request = self._request_type.FromString(raw)
-                keys = [
-                    (span.trace_id, span.span_id)
+                spans = [
+                    span
                     for resource_spans in request.resource_spans
                     for scope_spans in resource_spans.scope_spans
                     for span in scope_spans.spans
                 ]
+                keys = [(span.trace_id, span.span_id) for span in spans]
+                ends = [span.end_time_unix_nano for span in spans]
             except Exception as error:
                 problem = f"undecodable body: {error!r}"
         with self._lock:
@@ -509,7 +519,10 @@ class FastStandIn:
                 run.rejected.append(problem)
                 return 400, json.dumps({"message": problem}).encode()
             before = len(run.seen)
-            run.seen.update(keys)
+            for key, end in zip(keys, ends, strict=True):
+                if key not in run.seen:
+                    run.seen.add(key)
+                    run.latencies_ms.append((wall_ns - end) / NS_PER_MS)
             run.requests.append(
                 Received(
                     at=arrived,

@@ -68,9 +68,13 @@ class EmbeddedBroker:
         topics: dict[str, int] | None = None,
         binary: str | None = None,
         log_path: Path | None = None,
+        advertised: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        # host:port clients are told to connect to after bootstrap, e.g. a proxy in front of the
+        # broker; it must accept connections before `start()` (start-up checks go through it).
+        self.advertised = advertised or self.bootstrap_servers
         self.topics = dict(topics or {})
         self._binary = binary
         self._log_path = log_path
@@ -101,7 +105,7 @@ class EmbeddedBroker:
                     "--listener-url",
                     url,
                     "--advertised-listener-url",
-                    url,
+                    f"tcp://{self.advertised}",
                     "--storage-engine",
                     "memory://tansu/",
                 ],

@@ -170,11 +170,14 @@ class DeliveryRuntime:
                     continue
                 await self._accept(partition, record)
         self.metrics.pending.set(len(self._pending))
+        # A rebalance during the awaits above or below may revoke partitions; aiokafka asserts
+        # that a partition is assigned before giving its highwater, which must not end the sink.
+        assignment = consumer.assignment()
         if assignment:
             lag = 0
             for partition in assignment:
-                highwater = consumer.highwater(partition)
                 with contextlib.suppress(Exception):
+                    highwater = consumer.highwater(partition)
                     if highwater is not None:
                         lag += max(highwater - await consumer.position(partition), 0)
             self.metrics.lag.set(lag)
