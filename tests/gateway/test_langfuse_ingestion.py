@@ -9,15 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from tracebus.gateway.langfuse_ingestion import (
-    Accepted,
-    Rejected,
-    contract_id,
-    observation_id_for,
-    parse_timestamp,
-    trace_id_for,
-    translate,
-)
+from tracebus.gateway.langfuse.ids import contract_id, observation_id_for, trace_id_for
+from tracebus.gateway.langfuse.translation import Accepted, Rejected, translate
+from tracebus.gateway.langfuse.validation import parse_timestamp
 from tracebus.schemas import validate_event
 
 UUID = "9B1C6A4E-8D2F-4F0E-A1B2-C3D4E5F60718"

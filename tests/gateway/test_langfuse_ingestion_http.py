@@ -12,8 +12,8 @@ from conftest import read_batches
 from gateway_helpers import in_process_gateway, scenario
 
 from tracebus.config import KafkaSettings
-from tracebus.gateway import langfuse_ingestion
-from tracebus.gateway.langfuse_ingestion import observation_id_for
+from tracebus.gateway.langfuse import ADAPTER
+from tracebus.gateway.langfuse.ids import observation_id_for
 from tracebus.kafka.broker import free_port
 from tracebus.schemas import EventBatch
 
@@ -24,7 +24,7 @@ BASIC = {"Authorization": "Basic " + base64.b64encode(b"pk-lf-1:sk-lf-1").decode
 
 def gateway(settings: KafkaSettings, **overrides: Any) -> AbstractAsyncContextManager[Any]:
     keys = [("shop", "pk-lf-1:sk-lf-1")]
-    return in_process_gateway(settings, [langfuse_ingestion.ADAPTER], keys, **overrides)
+    return in_process_gateway(settings, [ADAPTER], keys, **overrides)
 
 
 def event(envelope_id: str, event_type: str, at: str, **body: Any) -> dict[str, Any]:

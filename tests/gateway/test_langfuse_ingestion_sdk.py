@@ -27,7 +27,7 @@ from standins.langfuse import LangfuseStandIn
 from streams.stream_helpers import WorkerProcess, read_documents
 
 from tracebus.config import KafkaSettings
-from tracebus.gateway.langfuse_ingestion import observation_id_for, trace_id_for
+from tracebus.gateway.langfuse.ids import observation_id_for, trace_id_for
 from tracebus.kafka import EmbeddedBroker
 from tracebus.schemas import TraceDocument
 

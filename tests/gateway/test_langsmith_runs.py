@@ -24,18 +24,18 @@ from langsmith._internal._operations import (
 )
 
 from tracebus.config import KafkaSettings
-from tracebus.gateway import langsmith_runs
-from tracebus.gateway.langsmith_runs import (
+from tracebus.gateway.langsmith import ADAPTER
+from tracebus.gateway.langsmith.directory import RunDirectory
+from tracebus.gateway.langsmith.ids import observation_id
+from tracebus.gateway.langsmith.multipart import parse_multipart
+from tracebus.gateway.langsmith.operations import (
     Ingest,
-    RunDirectory,
     RunOp,
     ingest_from_batch,
     ingest_from_parts,
-    observation_id,
-    parse_multipart,
-    translate,
-    usage_and_cost,
 )
+from tracebus.gateway.langsmith.translation import translate
+from tracebus.gateway.langsmith.usage import usage_and_cost
 from tracebus.gateway.protocol import GatewayError
 from tracebus.schemas import validate_event
 
@@ -667,7 +667,7 @@ def test_an_invalid_run_rejects_the_whole_request_naming_it(
 
 
 def gateway(settings: KafkaSettings) -> AbstractAsyncContextManager[Any]:
-    adapters = [langsmith_runs.ADAPTER]
+    adapters = [ADAPTER]
     return in_process_gateway(settings, adapters, [("shop", KEY)], headers={"x-api-key": KEY})
 
 

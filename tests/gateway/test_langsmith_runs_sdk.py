@@ -26,7 +26,7 @@ from standins.langsmith import LangSmithStandIn
 from streams.stream_helpers import WorkerProcess, read_documents
 
 from tracebus.config import KafkaSettings
-from tracebus.gateway.langsmith_runs import observation_id
+from tracebus.gateway.langsmith.ids import observation_id
 from tracebus.kafka import EmbeddedBroker
 from tracebus.schemas import TraceDocument
 

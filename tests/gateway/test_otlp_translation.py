@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otlp_requests import CHILD_ID, ROOT_ID, SECOND, START, TRACE_ID, export, otlp_json, span
 
-from tracebus.gateway.otlp import decode_json, decode_protobuf
-from tracebus.gateway.otlp_spans import InvalidSpan, translate
+from tracebus.gateway.otlp.decoding import decode_json, decode_protobuf
+from tracebus.gateway.otlp.spans import InvalidSpan, translate
 from tracebus.schemas import validate_event
 
 CHAT_ID = "1111111111111111"
