@@ -569,3 +569,15 @@ def test_a_span_marked_as_root_by_the_langfuse_sdk_is_its_trace_s_root() -> None
     translated = events(marked)
     assert "parent_observation_id" not in observation(translated, CHAT_ID)
     assert trace_event(translated)["name"] == "checkout"
+
+
+def test_an_impossible_completion_start_time_is_ignored_not_a_server_error() -> None:
+    generation = span(
+        "llm",
+        span_id=CHAT_ID,
+        attributes={
+            "langfuse.observation.type": "generation",
+            "langfuse.observation.completion_start_time": "2026-13-01T10:00:00Z",
+        },
+    )
+    assert "completion_start_time_unix_nano" not in observation(events(generation), CHAT_ID)

@@ -417,7 +417,10 @@ def _iso_unix_nano(text: str) -> int | None:
     if match is None:
         return None
     seconds, fraction, zone = match.groups()
-    moment = datetime.fromisoformat(seconds + (zone or "").replace("Z", "+00:00"))
+    try:
+        moment = datetime.fromisoformat(seconds + (zone or "").replace("Z", "+00:00"))
+    except ValueError:  # well-formed but impossible, like month 13: ignored as Langfuse does
+        return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return unix_nano(moment) + fraction_nanos(fraction)
