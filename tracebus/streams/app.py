@@ -1,4 +1,19 @@
-"""The Faust stream worker: events → per-trace state (changelog-backed table) → trace documents.
+"""The Faust stream worker: events → per-trace state → trace documents.
+
+A worker keeps the states of its traces in memory (`assembly.TraceState`) and makes them
+durable in a changelog-backed table of raw bytes, written as little as crash safety allows:
+
+- `<trace id>/<partition>/<offset>/<received ns>`: each event record that added anything, its
+  value as it arrived (no re-encoding; the table's memory store shares the bytes with the state);
+- `<trace id>`: the trace's status mark (status, revision, what was published; no content),
+  written when the status changes;
+- `<trace id>/snapshot`: the content after a running trace published parts (what they carried
+  is dropped), replacing its records.
+
+Recovery (`assembly.rebuild`) replays a trace's records in key order over its snapshot, then
+applies its status mark. A trace's entries are deleted when it is forgotten after the late
+window. The layout is not versioned (no users yet): a worker of another layout needs an empty
+changelog, i.e. a new app id.
 
 Publication protocol, so that a crash never loses a trace and never publishes the same revision
 twice: the agent marks a trace `publishing` (revision r) in the table and queues its documents;
@@ -23,7 +38,7 @@ import orjson
 from faust.types import EventT
 
 from tracebus.observability import Heartbeat
-from tracebus.schemas import Completion, SchemaError, decode_batch
+from tracebus.schemas import Completion, SchemaError
 from tracebus.streams.assembly import (
     OPEN,
     PUBLISHED,
@@ -31,17 +46,23 @@ from tracebus.streams.assembly import (
     Enrichment,
     Pricing,
     TraceState,
-    apply_batch,
+    apply_events,
     build_documents,
     deadline,
     forget_content,
     looks_complete,
     mark_published,
+    materialize,
+    rebuild,
+    record_key,
+    snapshot_key,
+    status_key,
     too_big,
 )
 from tracebus.streams.index import DeadlineIndex
 from tracebus.streams.metrics import StreamMetrics
 from tracebus.streams.settings import StreamSettings
+from tracebus.streams.validation import parse_record
 
 log = logging.getLogger("tracebus.stream")
 CONTROL_HEADER = "tracebus-control"
@@ -71,6 +92,8 @@ class StreamWorker:
         self.metrics = metrics or StreamMetrics()
         self.index = DeadlineIndex()
         self.heartbeat = Heartbeat()
+        # The traces of the partitions assigned here; the table is their durable copy.
+        self.states: dict[str, TraceState] = {}
         self._queue: list[Publication] = []
         # Revisions this worker has queued: a second `close` for them must not publish again.
         self._queued_revisions: dict[str, int] = {}
@@ -86,6 +109,7 @@ class StreamWorker:
             datadir=str(s.data_dir),
             web_enabled=False,
             topic_partitions=s.partitions,
+            topic_replication_factor=s.replication_factor,
             table_standby_replicas=0,
             consumer_auto_offset_reset="earliest",
             # The embedded broker needs short group timeouts, or joins take a minute.
@@ -94,6 +118,13 @@ class StreamWorker:
             broker_heartbeat_interval=1,
             # Table writes are one changelog message each: lingering batches them (2.5× faster).
             producer_linger=0.05,
+            # A trace's record, changelog entry and document are ~20-30 KiB: with Faust's 16 KiB
+            # batches each message is a batch of its own, one per partition per request (half
+            # the throughput); a 1 MiB message (the record limit) must fit a request too.
+            producer_max_batch_size=1024 * 1024,
+            producer_max_request_size=8 * 1024 * 1024,
+            # 1 MiB per partition and fetch is ~50 such records: the agent waited on fetches.
+            consumer_max_fetch_size=8 * 1024 * 1024,
             key_serializer="raw",
             value_serializer="raw",
         )
@@ -102,7 +133,7 @@ class StreamWorker:
         self.traces_topic = app.topic(s.traces_topic, partitions=s.partitions, **raw)
         self.dead_letter_topic = app.topic(s.dead_letter_topic, partitions=1, **raw)
         self.table = app.Table("traces", default=None, partitions=s.partitions, **raw)
-        self.table.on_recover(self._rebuild_index)
+        self.table.on_recover(self._recover)
         app.agent(self.events_topic, name="assemble")(self._assemble)
         app.timer(s.tick_s)(self._tick)
         app.task(self._publisher)
@@ -120,32 +151,40 @@ class StreamWorker:
 
     async def _handle(self, event: EventT) -> None:
         message = event.message
-        headers = dict(message.headers or ())
-        control = headers.get(CONTROL_HEADER)
-        if control is not None:
-            await self._control(control.decode(), orjson.loads(message.value))
-            return
+        if message.headers:
+            control = dict(message.headers).get(CONTROL_HEADER)
+            if control is not None:
+                await self._control(control.decode(), orjson.loads(message.value))
+                return
         self.metrics.records.inc()
         try:
-            batch = decode_batch(message.value, self.settings.max_record_bytes)
+            trace_id, events, as_sent = parse_record(message.value, self.settings.max_record_bytes)
         except SchemaError as error:
             await self._dead_letter(event, str(error), "invalid")
             return
-        key = batch.trace_id.encode()
+        # A record pydantic had to normalise is kept in its normalised form.
+        value = message.value if as_sent else orjson.dumps({"trace_id": trace_id, "events": events})
         now = time.time_ns()
-        state = self._load(key) or TraceState(batch.trace_id, message.partition)
-        raw_events = orjson.loads(message.value)["events"]
-        result = apply_batch(state, batch, raw_events, len(message.value), now)
+        state = self.states.get(trace_id)
+        if state is None:
+            state = self.states[trace_id] = TraceState(trace_id, message.partition)
+        result = apply_events(state, events, len(value), now)
         self.metrics.events.inc(result.applied)
         self.metrics.duplicates.inc(result.duplicates)
         self.metrics.late_events.inc(result.late)
+        if result.applied:
+            key = record_key(trace_id, message.partition, message.offset, now)
+            state.records.append((key, value))
+            self.table[key] = value
+            if result.late:
+                self._write_status(state)  # reopened
         if state.status == OPEN and too_big(
             state, self.settings.max_observations, self.settings.max_trace_bytes
         ):
             # A finished trace goes out whole in parts; a running one sends what has ended.
             final = looks_complete(state)
             self._start_publishing(state, Completion.MAX_SIZE, final=final, now=now)
-        self._store(key, state)
+        self._track(state)
 
     async def _control(self, command: str, body: dict[str, Any]) -> None:
         """Apply a control record: it names many traces of the partition it was sent to, so
@@ -161,30 +200,35 @@ class StreamWorker:
     def _mark_published(self, trace_id: str, revision: int, final: bool, now: int) -> None:
         if self._queued_revisions.get(trace_id) == revision:
             del self._queued_revisions[trace_id]
-        key = trace_id.encode()
-        state = self._load(key)
+        state = self.states.get(trace_id)
         if state is None or state.status != PUBLISHING or state.revision != revision:
             return
         changed = state.status_since_ns < state.last_event_ns
-        mark_published(state, now, final=final)
+        dropped = mark_published(state, now, final=final)
         if changed and final:
             state.status = OPEN  # events arrived while publishing: a new revision
-        self._store(key, state)
+        if state.snapshot is not None and not final:
+            self.table[snapshot_key(trace_id)] = state.snapshot  # replaces the records
+        self._write_status(state)
+        self._delete(dropped)
+        self._track(state)
 
     def _close(self, trace_id: str, reason: str, now: int) -> None:
-        key = trace_id.encode()
-        state = self._load(key)
+        state = self.states.get(trace_id)
         if state is None:
             return
         if state.status == PUBLISHED:
             if reason == "forget" and now >= state.status_since_ns + self._late_ns:
-                self.table.pop(key, None)
-                self.index.discard(state.trace_id)
+                del self.states[trace_id]
+                self.index.discard(trace_id)
+                self._delete([status_key(trace_id), snapshot_key(trace_id)])
+                self._delete([key for key, _ in state.records])
                 return
             if reason == "forget_now":
                 # Memory bound: keep only the revision number, so a late event still gets a
                 # higher revision (with the late observations only) instead of repeating one.
-                forget_content(state)
+                self._delete([snapshot_key(trace_id), *forget_content(state)])
+                self._write_status(state)
                 self.metrics.forgotten.inc()
         elif state.status == PUBLISHING:
             if self._queued_revisions.get(state.trace_id) == state.revision:
@@ -201,7 +245,7 @@ class StreamWorker:
             due, current_reason = self._deadline(state)
             if now >= due:
                 self._start_publishing(state, current_reason, final=True, now=now)
-        self._store(key, state)
+        self._track(state)
 
     def _start_publishing(
         self,
@@ -219,6 +263,7 @@ class StreamWorker:
         enrichment = Enrichment()
         documents = build_documents(
             state,
+            materialize(state),
             completed_by,
             self.pricing,
             now,
@@ -232,20 +277,21 @@ class StreamWorker:
         state.revision += new_revision
         self.metrics.unpriced.inc(enrichment.unpriced_generations)
         # What this revision contains: observations missing from it are late in the next one.
-        ids = [o.observation_id for d in documents for o in d.observations]
+        ids = [o["observation_id"] for d in documents for o in d["observations"]]
         state.published_ids = ids if final else [*state.published_ids, *ids]
         if not final:
             state.parts_published += len(documents)
         state.status = PUBLISHING
         state.completed_by = completed_by
         state.status_since_ns = now
+        self._write_status(state)
         self._queued_revisions[state.trace_id] = state.revision
         self._queue.append(
             Publication(
                 state.trace_id,
                 state.partition,
                 state.revision,
-                [d.model_dump_json(exclude_none=True).encode() for d in documents],
+                [orjson.dumps(d) for d in documents],
                 final,
             )
         )
@@ -286,13 +332,12 @@ class StreamWorker:
         s = self.settings
         return deadline(state, int(s.grace_s * _NS), int(s.idle_timeout_s * _NS), self._late_ns)
 
-    def _load(self, key: bytes) -> TraceState | None:
-        raw = self.table.get(key)
-        return TraceState.loads(raw) if raw else None
+    def _write_status(self, state: TraceState) -> None:
+        self.table[status_key(state.trace_id)] = state.status_mark()
 
-    def _store(self, key: bytes, state: TraceState) -> None:
-        self.table[key] = state.dumps()
-        self._track(state)
+    def _delete(self, keys: list[bytes]) -> None:
+        for key in keys:
+            self.table.pop(key, None)
 
     def _track(self, state: TraceState) -> None:
         if state.status == PUBLISHING:
@@ -313,20 +358,19 @@ class StreamWorker:
         self.metrics.held_bytes.set(self.index.held_bytes)
         self.metrics.open_bytes.set(self.index.open_bytes)
 
-    async def _rebuild_index(self) -> None:
-        """After recovery: the deadlines of every trace in the partitions now assigned here."""
+    async def _recover(self) -> None:
+        """After recovery: the traces of the partitions now assigned here. Those in memory
+        stayed here through the rebalance; the others are rebuilt from the table."""
         active = {
             tp.partition
             for tp in self.app.assignor.assigned_actives()
             if tp.topic == self.settings.events_topic
         }
+        self.states = {t: s for t, s in self.states.items() if s.partition in active}
+        rebuilt = rebuild(self.table.items(), skip=self.states.keys())
+        self.states.update((t, s) for t, s in rebuilt.items() if s.partition in active)
         self.index.clear()
-        recovered = 0
-        for raw in list(self.table.values()):
-            state = TraceState.loads(raw)
-            if state.partition not in active:
-                continue
-            recovered += 1
+        for state in self.states.values():
             if state.status == PUBLISHING:
                 self.index.set(
                     state.trace_id,
@@ -338,7 +382,7 @@ class StreamWorker:
                 )
             else:
                 self._track(state)
-        log.info("recovered %d traces in partitions %s", recovered, sorted(active))
+        log.info("recovered %d traces in partitions %s", len(self.states), sorted(active))
 
     # -- time-based decisions and publication ---------------------------------------------------
 

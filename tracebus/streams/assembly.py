@@ -1,11 +1,17 @@
 """Per-trace state: applying events, deciding completion, and building trace documents.
 
-Pure logic with no Kafka in it: the Faust agent keeps one `TraceState` per trace id in a
-changelog-backed table (as JSON) and calls these functions."""
+Pure logic with no Kafka in it. A worker keeps one `TraceState` per trace in memory: the
+records that carried its events, as the raw bytes they arrived in, and an index of what
+deciding completion needs (which events were seen; per observation, whether it has a parent
+and has ended). The merged content is materialised from the records only to publish: parsed
+objects take about 3× the memory of their JSON, and most records are read once.
+
+The same records are the trace's durable copy in the changelog-backed table (see `app.py`):
+`rebuild` turns the table's entries of a trace back into the state the worker had."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -13,23 +19,40 @@ import orjson
 
 from tracebus.schemas import (
     Completion,
+    Cost,
     CostSource,
-    EventBatch,
-    ObservationEvent,
     ObservationFlag,
-    ObservationUpdateEvent,
     ScoreEvent,
     TraceDocument,
-    TraceEvent,
     Usage,
 )
-from tracebus.schemas.traces import Observation, ObservationRef, TraceAttributes, TraceSummary
+from tracebus.schemas.traces import Observation, TraceAttributes
+from tracebus.streams.pricing import TokenCounts
 
 OPEN, PUBLISHING, PUBLISHED = "open", "publishing", "published"
 _NS_PER_MS = 1_000_000
-_USAGE_BUCKETS = tuple(name for name in Usage.model_fields if name != "other")
-_OBSERVATION_FIELDS = frozenset(Observation.model_fields)
-_TRACE_FIELDS = frozenset(TraceAttributes.model_fields)
+_HAS_PARENT, _ENDED = 1, 2
+_OBSERVATION_TYPES = frozenset({"observation", "observation_update"})
+_USAGE_FIELDS = tuple(Usage.model_fields)
+_USAGE_BUCKETS = tuple(name for name in _USAGE_FIELDS if name != "other")
+# Field orders of the document's models, so a document's JSON is the one pydantic would write.
+_DOCUMENT_FIELDS = tuple(TraceDocument.model_fields)
+_OBSERVATION_FIELDS = tuple(Observation.model_fields)
+_TRACE_FIELDS = tuple(TraceAttributes.model_fields)
+_SCORE_FIELDS = tuple(ScoreEvent.model_fields)
+_COST_FIELDS = tuple(Cost.model_fields)
+_PRICED_KINDS = frozenset({"generation", "embedding"})
+# What a status mark holds: everything but the content (which the records hold).
+_STATUS_FIELDS = (
+    "partition",
+    "status",
+    "revision",
+    "completed_by",
+    "status_since_ns",
+    "parts_published",
+    "published_ids",
+    "moved_out",
+)
 
 
 class PricedCost(Protocol):
@@ -39,8 +62,23 @@ class PricedCost(Protocol):
 
 class Pricing(Protocol):
     def cost(
-        self, provider: str | None, model: str | None, usage: Usage, at_unix_nano: int
+        self, provider: str | None, model: str | None, usage: TokenCounts, at_unix_nano: int
     ) -> PricedCost | None: ...
+
+
+@dataclass(slots=True)
+class _Tokens:
+    """A usage dict as the attributes pricing reads: `Usage.model_construct` costs ~15 µs."""
+
+    input_tokens: int | None = None
+    input_cache_read_tokens: int | None = None
+    input_cache_creation_tokens: int | None = None
+    input_audio_tokens: int | None = None
+    output_tokens: int | None = None
+    output_reasoning_tokens: int | None = None
+    output_audio_tokens: int | None = None
+    total_tokens: int | None = None
+    other: dict[str, int] | None = None
 
 
 @dataclass
@@ -51,32 +89,225 @@ class ApplyResult:
 
 
 @dataclass
+class Content:
+    """A trace's events merged: what its documents are built from."""
+
+    trace: dict[str, Any] = field(default_factory=dict)
+    observations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class TraceState:
-    """Everything the stream knows of one trace; stored in the table as JSON."""
+    """Everything a worker knows of one trace."""
 
     trace_id: str
     partition: int
     status: str = OPEN
     revision: int = 0
     completed_by: str | None = None
-    first_event_ns: int = 0
-    last_event_ns: int = 0
     status_since_ns: int = 0
     parts_published: int = 0
-    seen_event_ids: list[str] = field(default_factory=list)
-    trace: dict[str, Any] = field(default_factory=dict)
-    observations: dict[str, dict[str, Any]] = field(default_factory=dict)
-    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     published_ids: list[str] = field(default_factory=list)
     moved_out: dict[str, list[int | str | None]] = field(default_factory=dict)
+    first_event_ns: int = 0
+    last_event_ns: int = 0
     size: int = 0
+    seen: set[str] = field(default_factory=set)
+    # The content: a snapshot (JSON of `Content` and `seen`), then the records since, as
+    # (table key, record value) in the order they arrived.
+    snapshot: bytes | None = None
+    records: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # Per observation id: _HAS_PARENT | _ENDED, as the merged observation would have them.
+    flags: dict[str, int] = field(default_factory=dict)
+    unended: int = 0
+    ended_roots: int = 0
 
-    def dumps(self) -> bytes:
-        return orjson.dumps(self.__dict__)
+    def status_mark(self) -> bytes:
+        return orjson.dumps({name: getattr(self, name) for name in _STATUS_FIELDS})
 
-    @classmethod
-    def loads(cls, data: bytes) -> TraceState:
-        return cls(**orjson.loads(data))
+    def apply_status_mark(self, data: bytes) -> None:
+        for name, value in orjson.loads(data).items():
+            setattr(self, name, value)
+
+
+# -- table keys -------------------------------------------------------------------------------
+# A trace's entries share its id as prefix: `<id>` its status mark, `<id>/snapshot` its content
+# snapshot, `<id>/<partition>/<offset>/<received ns>` each record since the snapshot (the offset
+# zero-padded, so that the keys sort in arrival order).
+
+_ID_LENGTH = 32
+
+
+def status_key(trace_id: str) -> bytes:
+    return trace_id.encode()
+
+
+def snapshot_key(trace_id: str) -> bytes:
+    return b"%s/snapshot" % trace_id.encode()
+
+
+def record_key(trace_id: str, partition: int, offset: int, received_ns: int) -> bytes:
+    return b"%s/%d/%020d/%d" % (trace_id.encode(), partition, offset, received_ns)
+
+
+def rebuild(
+    entries: Iterable[tuple[bytes, bytes]], skip: Container[str] = ()
+) -> dict[str, TraceState]:
+    """The states of the traces whose table entries these are, but those in `skip`."""
+    grouped: dict[str, list[tuple[bytes, bytes]]] = {}
+    for key, value in entries:
+        grouped.setdefault(key[:_ID_LENGTH].decode(), []).append((key, value))
+    states = {}
+    for trace_id, items in grouped.items():
+        if trace_id in skip:
+            continue
+        mark = snapshot = None
+        records = []
+        for key, value in items:
+            if len(key) == _ID_LENGTH:
+                mark = value
+            elif key.endswith(b"/snapshot"):
+                snapshot = value
+            else:
+                records.append((key, value))
+        records.sort()
+        partition = int(records[0][0].split(b"/")[1]) if records else 0
+        state = TraceState(trace_id, partition)
+        if snapshot is not None:
+            _restore_snapshot(state, snapshot)
+        for key, value in records:
+            received_ns = int(key.rsplit(b"/", 1)[1])
+            events = orjson.loads(value)["events"]
+            if apply_events(state, events, len(value), received_ns).applied:
+                state.records.append((key, value))
+        if mark is not None:
+            state.apply_status_mark(mark)
+        states[trace_id] = state
+    return states
+
+
+# -- applying events --------------------------------------------------------------------------
+
+
+def apply_events(
+    state: TraceState, events: list[dict[str, Any]], record_size: int, now_ns: int
+) -> ApplyResult:
+    """Index a record's (validated) events; an event id seen before is skipped. The caller
+    keeps the record in `state.records` when anything was applied."""
+    result = ApplyResult()
+    seen = state.seen
+    reopened = state.status == PUBLISHED
+    for event in events:
+        event_id = event["event_id"]
+        if event_id in seen:
+            result.duplicates += 1
+            continue
+        seen.add(event_id)
+        if event["type"] in _OBSERVATION_TYPES:
+            _index(state, event)
+        result.applied += 1
+    if result.applied:
+        if not state.first_event_ns:
+            state.first_event_ns = now_ns
+        state.last_event_ns = now_ns
+        state.size += record_size
+        if reopened:
+            result.late = result.applied
+            state.status = OPEN
+            state.status_since_ns = now_ns
+    return result
+
+
+def _index(state: TraceState, observation: dict[str, Any]) -> None:
+    observation_id = observation["observation_id"]
+    old = state.flags.get(observation_id)
+    new = old or 0
+    if observation.get("parent_observation_id") is not None:
+        new |= _HAS_PARENT
+    if observation.get("end_time_unix_nano") is not None:
+        new |= _ENDED
+    if old == new:
+        return
+    if old is not None:
+        state.unended -= not old & _ENDED
+        state.ended_roots -= old == _ENDED
+    state.flags[observation_id] = new
+    state.unended += not new & _ENDED
+    state.ended_roots += new == _ENDED
+
+
+def _index_content(state: TraceState, content: Content) -> None:
+    state.flags.clear()
+    state.unended = state.ended_roots = 0
+    for observation in content.observations.values():
+        _index(state, observation)
+
+
+def materialize(state: TraceState) -> Content:
+    """The merged content: the snapshot, then every record's events in arrival order (upserts:
+    fields of the later event win; an event id is applied once)."""
+    content, seen = Content(), set()
+    if state.snapshot is not None:
+        data = orjson.loads(state.snapshot)
+        content = Content(data["trace"], data["observations"], data["scores"])
+        seen = set(data["seen"])
+    for _, value in state.records:
+        for event in orjson.loads(value)["events"]:
+            if event["event_id"] in seen:
+                continue
+            seen.add(event["event_id"])
+            # A null field is an absent one (an upsert leaves it as it was).
+            data = (
+                {k: v for k, v in event.items() if v is not None}
+                if None in event.values()
+                else event
+            )
+            kind = data["type"]
+            if kind in _OBSERVATION_TYPES:
+                observation_id = data["observation_id"]
+                previous = content.observations.get(observation_id)
+                content.observations[observation_id] = (
+                    data if previous is None else _newer_first(previous, data)
+                )
+            elif kind == "score":
+                previous = content.scores.get(data["score_id"])
+                content.scores[data["score_id"]] = (
+                    data if previous is None else _newer_first(previous, data)
+                )
+            else:
+                _merge_trace(content.trace, data)
+    return content
+
+
+def _restore_snapshot(state: TraceState, snapshot: bytes) -> None:
+    data = orjson.loads(snapshot)
+    state.snapshot = snapshot
+    state.partition = data["partition"]
+    state.seen = set(data["seen"])
+    state.first_event_ns, state.last_event_ns = data["first_event_ns"], data["last_event_ns"]
+    state.size = data["size"]
+    _index_content(state, Content(data["trace"], data["observations"], data["scores"]))
+
+
+def _take_snapshot(state: TraceState, content: Content) -> list[bytes]:
+    """Replace the records by a snapshot of `content`; the keys of the records dropped."""
+    state.snapshot = orjson.dumps(
+        {
+            "partition": state.partition,
+            "seen": list(state.seen),
+            "first_event_ns": state.first_event_ns,
+            "last_event_ns": state.last_event_ns,
+            "size": state.size,
+            "trace": content.trace,
+            "observations": content.observations,
+            "scores": content.scores,
+        }
+    )
+    dropped = [key for key, _ in state.records]
+    state.records = []
+    _index_content(state, content)
+    return dropped
 
 
 def _newer_first(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -88,51 +319,6 @@ def _newer_first(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     if earlier.get("metadata") and later.get("metadata"):
         merged["metadata"] = {**earlier["metadata"], **later["metadata"]}
     return merged
-
-
-def apply_batch(
-    state: TraceState,
-    batch: EventBatch,
-    raw_events: list[dict[str, Any]],
-    raw_size: int,
-    now_ns: int,
-) -> ApplyResult:
-    """Apply a record's events (validated as `batch`; `raw_events` are the same events as
-    parsed JSON, cheaper to keep than dumping the models back); an event id seen before is
-    skipped."""
-    result = ApplyResult()
-    seen = set(state.seen_event_ids)
-    reopened = state.status == PUBLISHED
-    for event, raw in zip(batch.events, raw_events, strict=True):
-        if event.event_id in seen:
-            result.duplicates += 1
-            continue
-        seen.add(event.event_id)
-        state.seen_event_ids.append(event.event_id)
-        data = {k: v for k, v in raw.items() if v is not None}
-        if isinstance(event, ObservationEvent | ObservationUpdateEvent):
-            previous = state.observations.get(event.observation_id)
-            state.observations[event.observation_id] = (
-                data if previous is None else _newer_first(previous, data)
-            )
-        elif isinstance(event, ScoreEvent):
-            previous = state.scores.get(event.score_id)
-            state.scores[event.score_id] = (
-                data if previous is None else _newer_first(previous, data)
-            )
-        elif isinstance(event, TraceEvent):
-            _merge_trace(state.trace, data)
-        result.applied += 1
-    if result.applied:
-        if not state.first_event_ns:
-            state.first_event_ns = now_ns
-        state.last_event_ns = now_ns
-        state.size += raw_size
-        if reopened:
-            result.late = result.applied
-            state.status = OPEN
-            state.status_since_ns = now_ns
-    return result
 
 
 def _merge_trace(known: dict[str, Any], event: dict[str, Any]) -> None:
@@ -147,13 +333,12 @@ def _merge_trace(known: dict[str, Any], event: dict[str, Any]) -> None:
             known[key] = value
 
 
+# -- completion -------------------------------------------------------------------------------
+
+
 def looks_complete(state: TraceState) -> bool:
     """A root observation has ended and nothing that started is still open."""
-    observations = state.observations.values()
-    has_ended_root = any(
-        "parent_observation_id" not in o and "end_time_unix_nano" in o for o in observations
-    )
-    return has_ended_root and all("end_time_unix_nano" in o for o in observations)
+    return state.ended_roots > 0 and state.unended == 0
 
 
 def deadline(state: TraceState, grace_ns: int, idle_ns: int, late_ns: int) -> tuple[int, str]:
@@ -166,7 +351,10 @@ def deadline(state: TraceState, grace_ns: int, idle_ns: int, late_ns: int) -> tu
 
 
 def too_big(state: TraceState, max_observations: int, max_bytes: int) -> bool:
-    return len(state.observations) > max_observations or state.size > max_bytes
+    return len(state.flags) > max_observations or state.size > max_bytes
+
+
+# -- documents --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -178,6 +366,7 @@ class Enrichment:
 
 def build_documents(
     state: TraceState,
+    content: Content,
     completed_by: str,
     pricing: Pricing,
     now_ns: int,
@@ -185,13 +374,14 @@ def build_documents(
     final: bool = True,
     enrichment: Enrichment | None = None,
     revision: int | None = None,
-) -> list[TraceDocument]:
-    """The trace as documents of at most `max_observations` each (parents before children).
+) -> list[dict[str, Any]]:
+    """The trace as documents (`TraceDocument`s as plain dicts, the JSON pydantic would write
+    with `exclude_none`) of at most `max_observations` each, parents before children.
 
     With `final=False` (a trace split for size while still running) the parts are numbered on
     from those already published and the total is left open."""
     enrichment = enrichment or Enrichment()
-    known = {observation_id: _filled_in(o) for observation_id, o in state.observations.items()}
+    known = {observation_id: _filled_in(o) for observation_id, o in content.observations.items()}
     trace_end = _trace_end(known.values())
     # Where every observation sits in the tree, for parts whose ancestors are elsewhere.
     placement = {
@@ -210,34 +400,34 @@ def build_documents(
         for raw in _parents_first(candidates)
     ]
     summary = _summarize(observations)
-    root = next((o.observation_id for o in observations if o.parent_observation_id is None), None)
+    roots = (o["observation_id"] for o in observations if "parent_observation_id" not in o)
+    root = next(roots, None)
     chunks = [
         observations[i : i + max_observations]
         for i in range(0, max(len(observations), 1), max_observations)
     ]
     first_part = state.parts_published + 1
     total = state.parts_published + len(chunks) if final else None
+    attributes = _attributes(content.trace)
+    scores = [_score(s) for s in content.scores.values()]
     documents = []
     for offset, chunk in enumerate(chunks):
-        documents.append(
-            TraceDocument(
-                schema_version=1,
-                trace_id=state.trace_id,
-                revision=revision,
-                part=first_part + offset,
-                parts=total,
-                completed_by=completed_by,
-                published_at_unix_nano=now_ns,
-                trace=_attributes(state.trace),
-                root_observation_id=root,
-                observations=chunk,
-                ancestors=_ancestors(chunk, placement),
-                scores=[ScoreEvent.model_validate(s) for s in state.scores.values()]
-                if offset == 0
-                else [],
-                summary=summary,
-            )
-        )
+        document = {
+            "schema_version": 1,
+            "trace_id": state.trace_id,
+            "revision": revision,
+            "part": first_part + offset,
+            "parts": total,
+            "completed_by": str(completed_by),
+            "published_at_unix_nano": now_ns,
+            "trace": attributes,
+            "root_observation_id": root,
+            "observations": chunk,
+            "ancestors": _ancestors(chunk, placement),
+            "scores": scores if offset == 0 else [],
+            "summary": summary,
+        }
+        documents.append({k: document[k] for k in _DOCUMENT_FIELDS if document[k] is not None})
     return documents
 
 
@@ -283,6 +473,11 @@ def _parents_first(observations: Iterable[dict[str, Any]]) -> list[dict[str, Any
     return ordered
 
 
+def _dumped(values: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """A `Usage` or `Cost` as pydantic dumps it with `exclude_none`."""
+    return {k: values[k] for k in fields if values.get(k) is not None}
+
+
 def _enrich(
     raw: dict[str, Any],
     known: dict[str, tuple[str | None, int]],
@@ -291,8 +486,8 @@ def _enrich(
     pricing: Pricing,
     enrichment: Enrichment,
     revision: int,
-) -> Observation:
-    flags: list[ObservationFlag] = [ObservationFlag.INCOMPLETE] if "incomplete" in raw else []
+) -> dict[str, Any]:
+    flags: list[str] = [ObservationFlag.INCOMPLETE] if "incomplete" in raw else []
     start = raw["start_time_unix_nano"]
     end = raw.get("end_time_unix_nano")
     if end is None:
@@ -306,111 +501,153 @@ def _enrich(
         flags.append(ObservationFlag.ORPHAN)
     if revision > 1 and raw["observation_id"] not in previously_published:
         flags.append(ObservationFlag.LATE)
-    fields = {k: v for k, v in raw.items() if k in _OBSERVATION_FIELDS}
-    observation = Observation(
-        **{**fields, "end_time_unix_nano": end},
-        duration_ms=(end - start) / _NS_PER_MS,
-        flags=flags,
-    )
+    computed: dict[str, Any] = {
+        "end_time_unix_nano": end,
+        "duration_ms": (end - start) / _NS_PER_MS,
+        "flags": flags,
+    }
+    if "level" not in raw:
+        computed["level"] = "DEFAULT"
     ttft = raw.get("completion_start_time_unix_nano")
     if ttft is not None:
-        observation.time_to_first_token_ms = max(ttft - start, 0) / _NS_PER_MS
-    if observation.cost is not None:
-        observation.cost_source = CostSource.REPORTED
-    elif observation.usage is not None and observation.kind in ("generation", "embedding"):
-        priced = pricing.cost(observation.provider, observation.model, observation.usage, start)
+        computed["time_to_first_token_ms"] = max(ttft - start, 0) / _NS_PER_MS
+    usage = raw.get("usage")
+    if usage is not None:
+        usage = computed["usage"] = _dumped(usage, _USAGE_FIELDS)
+    if raw.get("cost") is not None:
+        computed["cost"] = _dumped(raw["cost"], _COST_FIELDS)
+        computed["cost_source"] = CostSource.REPORTED
+    elif usage is not None and raw["kind"] in _PRICED_KINDS:
+        priced = pricing.cost(raw.get("provider"), raw.get("model"), _Tokens(**usage), start)
         if priced is None:
-            observation.flags.append(ObservationFlag.UNKNOWN_MODEL)
+            flags.append(ObservationFlag.UNKNOWN_MODEL)
             enrichment.unpriced_generations += 1
         else:
-            observation.cost, observation.cost_source = priced.cost, priced.source
-    return observation
+            computed["cost"] = priced.cost.model_dump(exclude_none=True)
+            computed["cost_source"] = priced.source
+    # One pass in the model's field order: what was computed, else what the events said.
+    return {
+        k: computed[k] if k in computed else raw[k]
+        for k in _OBSERVATION_FIELDS
+        if k in computed or k in raw
+    }
 
 
-def _summarize(observations: list[Observation]) -> TraceSummary:
+def _summarize(observations: list[dict[str, Any]]) -> dict[str, Any]:
     usage: dict[str, int] = {}
     cost: dict[str, float] = {}
     by_kind: dict[str, int] = {}
     errors = warnings = unpriced = 0
     for o in observations:
-        by_kind[o.kind] = by_kind.get(o.kind, 0) + 1
-        errors += o.level == "ERROR"
-        warnings += o.level == "WARNING"
-        unpriced += ObservationFlag.UNKNOWN_MODEL in o.flags
-        if o.usage is not None:
+        by_kind[o["kind"]] = by_kind.get(o["kind"], 0) + 1
+        errors += o["level"] == "ERROR"
+        warnings += o["level"] == "WARNING"
+        unpriced += ObservationFlag.UNKNOWN_MODEL in o["flags"]
+        if "usage" in o:
             for bucket in _USAGE_BUCKETS:
-                value = getattr(o.usage, bucket)
+                value = o["usage"].get(bucket)
                 if value is not None:
                     usage[bucket] = usage.get(bucket, 0) + value
-        if o.cost is not None:
-            for bucket, value in o.cost.model_dump(exclude_none=True, exclude={"other"}).items():
-                cost[bucket] = cost.get(bucket, 0.0) + value
-    start = min((o.start_time_unix_nano for o in observations), default=0)
-    end = max((o.end_time_unix_nano for o in observations), default=0)
-    return TraceSummary(
-        start_time_unix_nano=start,
-        end_time_unix_nano=end,
-        duration_ms=(end - start) / _NS_PER_MS,
-        observation_count=len(observations),
-        observations_by_kind=by_kind,
-        error_count=errors,
-        warning_count=warnings,
-        usage=Usage(**usage),
-        cost=cost,
-        unpriced_generations=unpriced,
-    )
+        if "cost" in o:
+            for bucket, value in o["cost"].items():
+                if bucket != "other":
+                    cost[bucket] = cost.get(bucket, 0.0) + value
+    start = min((o["start_time_unix_nano"] for o in observations), default=0)
+    end = max((o["end_time_unix_nano"] for o in observations), default=0)
+    return {
+        "start_time_unix_nano": start,
+        "end_time_unix_nano": end,
+        "duration_ms": (end - start) / _NS_PER_MS,
+        "observation_count": len(observations),
+        "observations_by_kind": by_kind,
+        "error_count": errors,
+        "warning_count": warnings,
+        "usage": {k: usage[k] for k in _USAGE_BUCKETS if k in usage},
+        "cost": {k: cost[k] for k in _COST_FIELDS if k in cost},
+        "unpriced_generations": unpriced,
+    }
 
 
-def _attributes(trace: dict[str, Any]) -> TraceAttributes:
-    return TraceAttributes(**{k: v for k, v in trace.items() if k in _TRACE_FIELDS})
+def _attributes(trace: dict[str, Any]) -> dict[str, Any]:
+    """`TraceAttributes` (tags and metadata default to empty)."""
+    defaults: dict[str, Any] = {"tags": [], "metadata": {}}
+    attributes = {}
+    for name in _TRACE_FIELDS:
+        value = trace.get(name, defaults.get(name))
+        if value is not None:
+            attributes[name] = value
+    return attributes
+
+
+def _score(score: dict[str, Any]) -> dict[str, Any]:
+    """A `ScoreEvent` as pydantic dumps it: a numeric value is a float, the source defaults."""
+    value = score["value"]
+    if type(value) is int:
+        score = {**score, "value": float(value)}
+    if "source" not in score:
+        score = {**score, "source": "API"}
+    return {k: score[k] for k in _SCORE_FIELDS if k in score}
 
 
 def _ancestors(
-    chunk: list[Observation], placement: dict[str, tuple[str | None, int]]
-) -> list[ObservationRef]:
+    chunk: list[dict[str, Any]], placement: dict[str, tuple[str | None, int]]
+) -> list[dict[str, Any]]:
     """Ancestors of the chunk's observations that are not in the chunk itself."""
-    inside = {o.observation_id for o in chunk}
-    refs: dict[str, ObservationRef] = {}
+    inside = {o["observation_id"] for o in chunk}
+    refs: dict[str, dict[str, Any]] = {}
     for o in chunk:
-        parent = o.parent_observation_id
+        parent = o.get("parent_observation_id")
         while parent is not None and parent not in inside and parent not in refs:
             if parent not in placement:
                 break
             grandparent, start = placement[parent]
-            refs[parent] = ObservationRef(
-                observation_id=parent,
-                parent_observation_id=grandparent,
-                start_time_unix_nano=start,
-            )
+            ref: dict[str, Any] = {"observation_id": parent}
+            if grandparent is not None:
+                ref["parent_observation_id"] = grandparent
+            ref["start_time_unix_nano"] = start
+            refs[parent] = ref
             parent = grandparent
     return list(refs.values())
 
 
-def mark_published(state: TraceState, now_ns: int, final: bool) -> None:
-    """After the documents were acknowledged: forget or shrink the state accordingly."""
+# -- after publication ------------------------------------------------------------------------
+
+
+def mark_published(state: TraceState, now_ns: int, final: bool) -> list[bytes]:
+    """After the documents were acknowledged: keep the content for late events, or (a size
+    split of a running trace) drop what the parts carried. The table keys of records replaced
+    by a snapshot are returned."""
+    dropped: list[bytes] = []
     if final:
         state.status = PUBLISHED
         state.parts_published = 0
     else:
-        # A size split while the trace is still running: what the parts carried leaves the
-        # state, keeping only where it sat in the tree for the children still to come.
-        published = set(state.published_ids)
-        for observation_id in published.intersection(state.observations):
-            o = state.observations.pop(observation_id)
+        # What the parts carried leaves the state, keeping only where it sat in the tree for
+        # the children still to come.
+        content = materialize(state)
+        for observation_id in set(state.published_ids).intersection(content.observations):
+            o = content.observations.pop(observation_id)
             state.moved_out[observation_id] = [
                 o.get("parent_observation_id"),
                 o["start_time_unix_nano"],
             ]
-        state.size = len(orjson.dumps(state.observations))
+        state.size = len(orjson.dumps(content.observations))
+        dropped = _take_snapshot(state, content)
         state.status = OPEN
     state.status_since_ns = now_ns
+    return dropped
 
 
-def forget_content(state: TraceState) -> None:
-    """Drop what a published trace holds, keeping its identity and revision."""
-    state.observations = {}
-    state.scores = {}
-    state.seen_event_ids = []
+def forget_content(state: TraceState) -> list[bytes]:
+    """Drop what a published trace holds, keeping its identity and revision; the table keys of
+    the records dropped are returned."""
+    dropped = [key for key, _ in state.records]
+    state.records = []
+    state.snapshot = None
+    state.seen = set()
+    state.flags = {}
+    state.unended = state.ended_roots = 0
     state.published_ids = []
     state.moved_out = {}
     state.size = 0
+    return dropped

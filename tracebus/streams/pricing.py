@@ -51,7 +51,7 @@ from typing import Any, Protocol
 from genai_prices import data_snapshot
 from genai_prices.types import ModelInfo, ModelPrice, TieredPrices
 
-from tracebus.schemas import Cost, CostSource, Usage
+from tracebus.schemas import Cost, CostSource
 
 _TOKENS_PER_MTOK = 1_000_000
 _NS_PER_S = 1_000_000_000
@@ -73,6 +73,25 @@ class PriceFileError(ValueError):
         self.path = path
         self.index = index
         self.field = field
+
+
+class TokenCounts(Protocol):
+    """The token buckets `charge` reads: a `Usage`, or anything with the same attributes."""
+
+    @property
+    def input_tokens(self) -> int | None: ...
+    @property
+    def input_cache_read_tokens(self) -> int | None: ...
+    @property
+    def input_cache_creation_tokens(self) -> int | None: ...
+    @property
+    def input_audio_tokens(self) -> int | None: ...
+    @property
+    def output_tokens(self) -> int | None: ...
+    @property
+    def output_reasoning_tokens(self) -> int | None: ...
+    @property
+    def output_audio_tokens(self) -> int | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +174,7 @@ def _flat_rates(card: RateCard, input_tokens: int) -> BucketRates:
     )
 
 
-def charge(card: RateCard, usage: Usage) -> Cost | None:
+def charge(card: RateCard, usage: TokenCounts) -> Cost | None:
     """The cost of `usage` at `card`'s rates; None when usage has no priced bucket at all."""
     cache_read = usage.input_cache_read_tokens or 0
     cache_creation = usage.input_cache_creation_tokens or 0
@@ -344,7 +363,7 @@ class PriceBook:
         return cls(overrides)
 
     def cost(
-        self, provider: str | None, model: str | None, usage: Usage, at_unix_nano: int
+        self, provider: str | None, model: str | None, usage: TokenCounts, at_unix_nano: int
     ) -> PricedCost | None:
         """The cost of `usage` on `model` at the given moment; None when no price is known."""
         if model is None:

@@ -1,0 +1,271 @@
+"""The stream's pure logic: record validation, documents as dicts, and state rebuilt from the
+table. The worker tests cover the same paths end to end; these pin the equivalences the fast
+paths rely on (pydantic is the reference)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from tracebus.schemas import (
+    SchemaError,
+    TraceDocument,
+    decode_batch,
+    encode_batch,
+    new_observation_id,
+    new_trace_id,
+)
+from tracebus.streams.assembly import (
+    TraceState,
+    apply_events,
+    build_documents,
+    looks_complete,
+    mark_published,
+    materialize,
+    rebuild,
+    record_key,
+    snapshot_key,
+    status_key,
+)
+from tracebus.streams.pricing import PriceBook
+from tracebus.streams.validation import parse_record
+
+T0 = 1_700_000_000_000_000_000
+MS = 1_000_000
+PRICING = PriceBook()
+
+
+def event(trace_id: str, event_type: str = "observation", **fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "schema_version": 1,
+        "type": event_type,
+        "event_id": new_observation_id(),
+        "trace_id": trace_id,
+        "timestamp_unix_nano": T0,
+    }
+    if event_type == "observation":
+        base |= {"observation_id": new_observation_id(), "kind": "span", "name": "step"}
+        base |= {"start_time_unix_nano": T0}
+    return base | fields
+
+
+def record(trace_id: str, *events: dict[str, Any]) -> bytes:
+    return encode_batch(trace_id, [orjson.dumps(e) for e in events])
+
+
+def a_trace() -> tuple[str, list[bytes]]:
+    """A trace in three records: a generation priced from the catalogue, an update, a score."""
+    trace_id = new_trace_id()
+    root, llm = new_observation_id(), new_observation_id()
+    usage = {"input_tokens": 1000, "input_cache_read_tokens": 200, "output_tokens": 50}
+    return trace_id, [
+        record(
+            trace_id,
+            event(
+                trace_id,
+                observation_id=llm,
+                parent_observation_id=root,
+                kind="generation",
+                name="llm",
+                model="gpt-4o",
+                provider="openai",
+                end_time_unix_nano=T0 + 400 * MS,
+                completion_start_time_unix_nano=T0 + 100 * MS,
+                usage=usage,
+                model_parameters={"temperature": 0.2, "stop": None},
+                input=[{"role": "user", "content": "hi", "name": None}],
+            ),
+            event(trace_id, "score", score_id="s1", name="quality", value=4, data_type="NUMERIC"),
+        ),
+        record(trace_id, event(trace_id, observation_id=root, name="root", level="WARNING")),
+        record(
+            trace_id,
+            event(
+                trace_id,
+                "observation_update",
+                observation_id=root,
+                timestamp_unix_nano=T0 + 500 * MS,
+                end_time_unix_nano=T0 + 500 * MS,
+                cost={"total": 0.5},
+            ),
+            event(trace_id, "trace", name="chat", tags=["a"], metadata={"k": None}),
+        ),
+    ]
+
+
+def assembled(records: list[bytes]) -> TraceState:
+    state: TraceState | None = None
+    for offset, value in enumerate(records):
+        trace_id, events, _ = parse_record(value, 1_000_000)
+        state = state or TraceState(trace_id, 3)
+        if apply_events(state, events, len(value), T0 + offset).applied:
+            state.records.append((record_key(trace_id, 3, offset, T0 + offset), value))
+    assert state is not None
+    return state
+
+
+VALID = [
+    {},
+    {"parent_observation_id": None, "metadata": {"a": [1, None]}, "truncated": []},
+    {"usage": {"input_tokens": 3, "other": {"audio_seconds": 2}}, "cost": {"input": 1}},
+]
+# Records pydantic reads although the fast check does not: lax numbers, defaults spelled out.
+LAX = [
+    {"timestamp_unix_nano": "1700000000000000000"},
+    {"start_time_unix_nano": 1.0},
+    {"usage": {"input_tokens": "12"}},
+]
+INVALID = [
+    {"observation_id": "not-an-id"},
+    {"kind": "robot"},
+    {"name": ""},
+    {"unknown_field": 1},
+    {"schema_version": 2},
+    {"start_time_unix_nano": -1},
+    {"usage": {"input_tokens": -1}},
+    {"model_parameters": {"nested": {"a": 1}}},
+    {"trace_id": "0" * 32},
+    {"event_id": "has space"},
+    {"level": None},
+]
+
+
+def test_a_deeply_nested_record_pydantic_reads_is_accepted() -> None:
+    value = nested(197)
+    decode_batch(value)
+    assert parse_record(value, 1_000_000)[2]
+
+
+@pytest.mark.parametrize("fields", VALID + LAX)
+def test_a_record_pydantic_accepts_is_accepted_with_the_same_events(fields: dict) -> None:
+    trace_id = new_trace_id()
+    value = record(trace_id, event(trace_id) | fields)
+    parsed_id, events, as_sent = parse_record(value, 1_000_000)
+    expected = decode_batch(value).events[0].model_dump(mode="json", exclude_none=True)
+    assert parsed_id == trace_id
+    assert as_sent == (fields in VALID)
+    assert {k: v for k, v in events[0].items() if v is not None and k != "level"} == {
+        k: v for k, v in expected.items() if k != "level"
+    }
+
+
+@pytest.mark.parametrize("fields", INVALID)
+def test_a_record_pydantic_rejects_is_rejected_with_pydantics_reasons(fields: dict) -> None:
+    trace_id = new_trace_id()
+    value = record(trace_id, event(trace_id) | fields)
+    with pytest.raises(SchemaError) as expected:
+        decode_batch(value)
+    with pytest.raises(SchemaError) as got:
+        parse_record(value, 1_000_000)
+    assert str(got.value) == str(expected.value)
+
+
+def nested(depth: int) -> bytes:
+    """A valid record but for an input nested `depth` lists deep."""
+    trace_id = new_trace_id()
+    head, tail = orjson.dumps(event(trace_id, input=0)).split(b'"input":0')
+    return encode_batch(trace_id, [head + b'"input":' + b"[" * depth + b"0" + b"]" * depth + tail])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"{",
+        b"[]",
+        b'{"schema_version":1,"trace_id":"%s","events":[]}' % new_trace_id().encode(),
+        nested(198),  # with the record's own 3 levels, deeper than pydantic's parser reads
+    ],
+)
+def test_a_malformed_record_is_rejected_with_pydantics_reasons(value: bytes) -> None:
+    with pytest.raises(SchemaError) as expected:
+        decode_batch(value)
+    with pytest.raises(SchemaError) as got:
+        parse_record(value, 1_000_000)
+    assert str(got.value) == str(expected.value)
+
+
+def test_documents_are_the_json_pydantic_would_write() -> None:
+    _, records = a_trace()
+    state = assembled(records)
+    assert looks_complete(state)
+    [document] = build_documents(
+        state, materialize(state), "root_ended", PRICING, T0, 20, revision=1
+    )
+    model = TraceDocument.model_validate(document)
+    assert orjson.dumps(document) == model.model_dump_json(exclude_none=True).encode()
+    by_name = {o["name"]: o for o in document["observations"]}
+    assert by_name["llm"]["cost_source"] == "catalogue"
+    assert by_name["root"]["cost_source"] == "reported"
+    assert document["scores"][0]["value"] == 4.0
+
+
+def test_documents_of_parts_are_the_json_pydantic_would_write() -> None:
+    trace_id = new_trace_id()
+    root = new_observation_id()
+    children = [
+        event(trace_id, observation_id=new_observation_id(), parent_observation_id=root)
+        for _ in range(5)
+    ]
+    state = assembled([record(trace_id, event(trace_id, observation_id=root), *children)])
+    documents = build_documents(
+        state, materialize(state), "idle_timeout", PRICING, T0, 2, revision=1
+    )
+    assert [d["part"] for d in documents] == [1, 2, 3]
+    for document in documents:
+        model = TraceDocument.model_validate(document)
+        assert orjson.dumps(document) == model.model_dump_json(exclude_none=True).encode()
+
+
+def table_of(state: TraceState) -> list[tuple[bytes, bytes]]:
+    entries = [(status_key(state.trace_id), state.status_mark()), *state.records]
+    if state.snapshot is not None:
+        entries.append((snapshot_key(state.trace_id), state.snapshot))
+    return entries
+
+
+def same_state(rebuilt: TraceState, live: TraceState) -> None:
+    for name in TraceState.__slots__:
+        assert getattr(rebuilt, name) == getattr(live, name), name
+
+
+def test_a_state_is_rebuilt_from_its_table_entries() -> None:
+    _, records = a_trace()
+    live = assembled([*records, records[0]])  # the repeated record adds nothing
+    assert len(live.records) == 3
+    [rebuilt] = rebuild(reversed(table_of(live))).values()
+    same_state(rebuilt, live)
+    assert materialize(rebuilt) == materialize(live)
+
+
+def test_a_state_that_published_parts_is_rebuilt_from_its_snapshot_and_later_records() -> None:
+    _, records = a_trace()
+    live = assembled(records[:1])  # the generation ended, the root is still running
+    documents = build_documents(
+        live, materialize(live), "max_size", PRICING, T0, 20, final=False, revision=1
+    )
+    live.published_ids = [o["observation_id"] for d in documents for o in d["observations"]]
+    live.parts_published, live.revision, live.status = 1, 1, "publishing"
+    dropped = mark_published(live, T0, final=False)
+    assert len(dropped) == 1 and live.snapshot is not None and not live.records
+    later = assembled(records)
+    for offset, (key, value) in enumerate(later.records[1:], start=1):
+        _, events, _ = parse_record(value, 1_000_000)
+        apply_events(live, events, len(value), T0 + offset)
+        live.records.append((key, value))
+    [rebuilt] = rebuild(table_of(live)).values()
+    same_state(rebuilt, live)
+    content = materialize(rebuilt)
+    assert set(content.observations) == {o["observation_id"] for o in later_roots(records)}
+    assert rebuilt.moved_out
+
+
+def later_roots(records: list[bytes]) -> list[dict[str, Any]]:
+    """The observations of the records after the first (the root and its update)."""
+    return [
+        e
+        for value in records[1:]
+        for e in orjson.loads(value)["events"]
+        if e["type"].startswith("observation")
+    ]
