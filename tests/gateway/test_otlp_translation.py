@@ -189,10 +189,11 @@ def test_langfuse_exclusive_usage_and_cost_become_inclusive_buckets() -> None:
             },
         ),
         (
-            # A provider's usage object, which Langfuse also accepts, is inclusive already.
+            # An OpenAI usage object, which Langfuse converts to exclusive keys.
             {
                 "prompt_tokens": 90,
                 "completion_tokens": 9,
+                "total_tokens": 99,
                 "prompt_tokens_details": {"cached_tokens": 80},
             },
             {
@@ -202,9 +203,14 @@ def test_langfuse_exclusive_usage_and_cost_become_inclusive_buckets() -> None:
                 "total_tokens": 99,
             },
         ),
+        (
+            # Langfuse's OpenAI schema requires `total_tokens`; without it the keys are raw.
+            {"prompt_tokens": 90, "completion_tokens": 9, "prompt_tokens_details": {"x": 1}},
+            {"other": {"prompt_tokens": 90, "completion_tokens": 9}},
+        ),
         ({"input": 1.5, "output": -2, "total": "3"}, {"total_tokens": 3}),
     ],
-    ids=["plain", "audio", "provider-shape", "invalid-counts-dropped"],
+    ids=["plain", "audio", "provider-shape", "incomplete-provider-shape", "invalid-counts-dropped"],
 )
 def test_usage_details_of_every_shape(usage_details: dict[str, Any], usage: dict[str, Any]) -> None:
     attributes = {"langfuse.observation.usage_details": orjson.dumps(usage_details).decode()}

@@ -6,7 +6,8 @@ those traces reach Langfuse over OTLP.
 - `translation`: one ingestion event as a contract event, or why it is refused;
 - `validation`: Langfuse's zod checks, as the issue lists its errors carry;
 - `ids`: Langfuse ids as W3C ids and event ids, deterministically;
-- `usage`: Langfuse's exclusive usage and cost as the contract's inclusive buckets."""
+- `usage`: a generation's `usage`, `usageDetails` and `costDetails` as the contract's
+  inclusive buckets (details through `tracebus.gateway.langfuse_details`, shared with OTLP)."""
 
 from tracebus.gateway.langfuse.http import ADAPTER
 
