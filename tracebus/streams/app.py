@@ -35,6 +35,7 @@ from typing import Any
 
 import faust
 import orjson
+from faust.exceptions import NotReady
 from faust.types import EventT
 
 from tracebus.observability import Heartbeat
@@ -137,6 +138,10 @@ class StreamWorker:
         app.agent(self.events_topic, name="assemble")(self._assemble)
         app.timer(s.tick_s)(self._tick)
         app.task(self._publisher)
+        # Faust flushes (and warns "producer buffer full") past 100 queued messages; a burst of
+        # records queues a few table writes each, so that routine back-pressure would warn at
+        # every burst. The buffer is still bounded, and flushed, past this.
+        app.producer.buffer.max_messages = 1000
         return app
 
     # -- the agent ----------------------------------------------------------------------------
@@ -418,6 +423,12 @@ class StreamWorker:
             try:
                 with self.metrics.publish_seconds.time():
                     await self._publish(batch)
+            except NotReady:
+                # Shutting down: the producer stopped first. These traces are marked
+                # `publishing` in the changelog, so whichever worker takes the partition next
+                # publishes them (as a higher revision if any part went out).
+                log.info("stopping with %d traces left to publish after restart", len(batch))
+                return
             except Exception as error:
                 log.warning("publishing %d traces failed, retrying: %r", len(batch), error)
                 self._queue[:0] = batch
