@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def unix_nano(moment: datetime) -> int:
     """Nanoseconds since the epoch of a timezone-aware `moment` (to its microsecond)."""
-    return (moment - EPOCH) // timedelta(microseconds=1) * 1000
+    return (moment - EPOCH) // _MICROSECOND * 1000
 
 
 def fraction_nanos(digits: str | None) -> int:

@@ -78,10 +78,12 @@ def _part_head(head: str) -> tuple[str, str, int | None]:
     if "content-encoding" in headers:
         raise invalid(f"part {name} has its own Content-Encoding, which is not allowed")
     declared = headers.get("content-length")
-    parameter = _LENGTH_PARAMETER.search(content_type)
-    if declared is None and parameter is not None:
-        declared = parameter.group(1)
+    bare_type = content_type
+    if "length=" in content_type:  # the rare parameter form: spare most parts two regexes
+        parameter = _LENGTH_PARAMETER.search(content_type)
+        if declared is None and parameter is not None:
+            declared = parameter.group(1)
+        bare_type = _LENGTH_PARAMETER.sub("", content_type)
     if declared is not None and not declared.isdigit():
         raise invalid(f"part {name} has Content-Length {declared!r}")
-    bare_type = _LENGTH_PARAMETER.sub("", content_type)
     return name, bare_type, int(declared) if declared is not None else None

@@ -17,8 +17,14 @@ def attribute_values(key_values: Iterable[KeyValue]) -> dict[str, Any]:
     return {kv.key: plain_value(kv.value) for kv in key_values}
 
 
+# The kinds whose protobuf value already is its JSON value: most attributes, so checked first.
+_PLAIN_KINDS = frozenset({"string_value", "int_value", "bool_value"})
+
+
 def plain_value(value: AnyValue) -> Any:
     kind = value.WhichOneof("value")
+    if kind in _PLAIN_KINDS:
+        return getattr(value, kind)
     if kind is None:
         return None
     if kind == "array_value":
@@ -67,13 +73,22 @@ class Attributes:
         return None
 
     def get(self, *keys: str) -> Any:
-        found = self.first(*keys)
-        return found[1] if found else None
+        # The same loop as `first`, without building a pair: read ~20 times per span.
+        values = self.values
+        for key in keys:
+            value = values.get(key)
+            if value is not None and value != "" and value != []:
+                self.used.add(key)
+                return value
+        return None
 
     def prefixed(self, prefix: str) -> dict[str, Any]:
         """Values of keys starting with `prefix`, keyed by the rest of the key."""
-        found = {k[len(prefix) :]: v for k, v in self.values.items() if k.startswith(prefix)}
-        self.used.update(prefix + key for key in found)
+        found: dict[str, Any] = {}
+        for key, value in self.values.items():
+            if key.startswith(prefix):
+                found[key[len(prefix) :]] = value
+                self.used.add(key)
         return found
 
     def discard(self, keys: Iterable[str]) -> None:

@@ -24,7 +24,9 @@ def short_text(value: Any) -> str | None:
 
 
 def with_event_id(event: dict[str, Any], subject: str) -> dict[str, Any]:
-    """`event` with an id that depends only on its content: `otlp:<subject>:<digest>`."""
+    """`event`, given an id that depends only on its content: `otlp:<subject>:<digest>`. Sets
+    the id in place (callers pass an event they have just built) to spare a copy per event."""
     digest = hashlib.sha256(canonical_json(event)).hexdigest()
     room = 64 - len(_EVENT_ID_PREFIX) - len(subject) - 2
-    return {**event, "event_id": f"{_EVENT_ID_PREFIX}:{subject}:{digest[:room]}"}
+    event["event_id"] = f"{_EVENT_ID_PREFIX}:{subject}:{digest[:room]}"
+    return event

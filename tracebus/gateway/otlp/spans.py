@@ -35,6 +35,8 @@ _LANGFUSE_SCOPE = "langfuse-sdk"
 _OBSERVATION_METADATA = "langfuse.observation.metadata"
 _TRACE_METADATA = "langfuse.trace.metadata"
 _UNNAMED = "unnamed"
+# The values a trace field counts as absent with (built once, not per span).
+_NOT_SET = (None, [], {})
 
 
 class InvalidSpan(ValueError):
@@ -53,8 +55,8 @@ def translate(request: ExportTraceServiceRequest) -> list[Translated]:
     trace attributes or is a root), then one observation per span. Raises InvalidSpan."""
     observations: list[Translated] = []
     traces: dict[str, TraceAttributes] = {}
-    for where, span, scope_spans, resource in _spans(request):
-        observation, trace_fields = _SpanReader(span, where, scope_spans, resource).read()
+    for where, span, scope in _spans(request):
+        observation, trace_fields = _SpanReader(span, where, scope).read()
         observations.append(Translated(where, observation))
         trace_id = observation["trace_id"]
         trace = traces.setdefault(trace_id, TraceAttributes(trace_id, where))
@@ -68,15 +70,27 @@ def span_location(resource: int, scope: int, span: int) -> str:
     return f"resourceSpans[{resource}].scopeSpans[{scope}].spans[{span}]"
 
 
-def _spans(
-    request: ExportTraceServiceRequest,
-) -> Iterator[tuple[str, Span, ScopeSpans, dict[str, Any]]]:
+class _Scope:
+    """What every span of one instrumentation scope shares, worked out once per scope rather
+    than once per span."""
+
+    def __init__(self, scope_spans: ScopeSpans, resource: dict[str, Any]) -> None:
+        scope = scope_spans.scope
+        self.resource = resource
+        # Langfuse's v5 SDKs JSON-encode every metadata value, strings included.
+        self.metadata_json = scope.name.startswith(_LANGFUSE_SCOPE) and _major(scope.version) >= 5
+        self.metadata = without_none({"name": scope.name or None, "version": scope.version or None})
+        self.trace_metadata = _metadata(resource, _TRACE_METADATA, self.metadata_json)
+
+
+def _spans(request: ExportTraceServiceRequest) -> Iterator[tuple[str, Span, _Scope]]:
     for i, resource_spans in enumerate(request.resource_spans):
         resource = attribute_values(resource_spans.resource.attributes)
         for j, scope_spans in enumerate(resource_spans.scope_spans):
+            scope = _Scope(scope_spans, resource)
             for k, span in enumerate(scope_spans.spans):
                 name = f" ({span.name!r})" if span.name else ""
-                yield f"span {span_location(i, j, k)}{name}", span, scope_spans, resource
+                yield f"span {span_location(i, j, k)}{name}", span, scope
 
 
 # --- reading one span ------------------------------------------------------------------------
@@ -145,18 +159,13 @@ _LEVELS = {
 
 
 class _SpanReader:
-    def __init__(
-        self, span: Span, where: str, scope_spans: ScopeSpans, resource: dict[str, Any]
-    ) -> None:
+    def __init__(self, span: Span, where: str, scope: _Scope) -> None:
         self.span = span
         self.where = where
-        self.scope = scope_spans.scope
-        self.resource = resource
+        self.scope = scope
+        self.resource = scope.resource
+        self.metadata_json = scope.metadata_json
         self.attributes = Attributes(attribute_values(span.attributes))
-        # Langfuse's v5 SDKs JSON-encode every metadata value, strings included.
-        self.metadata_json = (
-            self.scope.name.startswith(_LANGFUSE_SCOPE) and _major(self.scope.version) >= 5
-        )
 
     def read(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The span's observation event, and its trace-level attributes."""
@@ -213,7 +222,7 @@ class _SpanReader:
             "session_id": short_text(self._trace_value(*_SESSION_KEYS)),
             "tags": _tags(self._trace_value(*_TAG_KEYS)),
             "metadata": {
-                **_metadata(self.resource, _TRACE_METADATA, self.metadata_json),
+                **self.scope.trace_metadata,
                 **self._prefixed_metadata(_TRACE_METADATA),
             },
             "release": short_text(self._trace_value("langfuse.release")),
@@ -221,7 +230,7 @@ class _SpanReader:
             "input": parse_json_text(attributes.get("langfuse.trace.input")),
             "output": parse_json_text(attributes.get("langfuse.trace.output")),
         }
-        return {k: v for k, v in fields.items() if v not in (None, [], {})}
+        return {k: v for k, v in fields.items() if v not in _NOT_SET}
 
     def _ids(self) -> tuple[str, str, str | None]:
         span = self.span
@@ -277,13 +286,10 @@ class _SpanReader:
         """The span's Langfuse metadata, plus what no field took: its other attributes, its
         resource's attributes and its instrumentation scope (as Langfuse keeps them)."""
         metadata = self._prefixed_metadata(_OBSERVATION_METADATA)
-        scope = without_none(
-            {"name": self.scope.name or None, "version": self.scope.version or None}
-        )
         extra = {
             "attributes": self.attributes.remaining(),
             "resourceAttributes": self.resource,
-            "scope": scope,
+            "scope": self.scope.metadata,
         }
         metadata.update({key: value for key, value in extra.items() if value})
         return metadata or None
@@ -291,9 +297,8 @@ class _SpanReader:
     def _prefixed_metadata(self, prefix: str) -> dict[str, Any]:
         attributes = self.attributes
         found = _metadata(attributes.values, prefix, self.metadata_json)
-        attributes.discard(
-            k for k in attributes.values if k == prefix or k.startswith(f"{prefix}.")
-        )
+        dotted = f"{prefix}."
+        attributes.discard(k for k in attributes.values if k == prefix or k.startswith(dotted))
         return found
 
     def _trace_value(self, *keys: str) -> Any:
@@ -336,7 +341,11 @@ _TAG_KEYS = (
 
 
 def _first_of(values: Mapping[str, Any], keys: Sequence[str]) -> Any:
-    return next((values[k] for k in keys if values.get(k) not in (None, "", [])), None)
+    for key in keys:
+        value = values.get(key)
+        if value is not None and value != "" and value != []:
+            return value
+    return None
 
 
 def _major(version: str) -> int:
@@ -373,9 +382,10 @@ def _metadata(values: Mapping[str, Any], prefix: str, values_are_json: bool) -> 
     """Metadata from one JSON-object attribute `prefix` and attributes `prefix.<key>`."""
     whole = parse_json_text(values.get(prefix))
     metadata = dict(whole) if isinstance(whole, dict) else {}
+    dotted = f"{prefix}."
     for key, value in values.items():
-        if key.startswith(f"{prefix}."):
-            metadata[key[len(prefix) + 1 :]] = decoded(value) if values_are_json else value
+        if key.startswith(dotted):
+            metadata[key[len(dotted) :]] = decoded(value) if values_are_json else value
     return metadata
 
 

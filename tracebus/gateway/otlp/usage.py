@@ -75,6 +75,8 @@ def read_cost(attributes: Attributes) -> dict[str, Any] | None:
 
 def _generic_usage(counts: dict[str, int]) -> dict[str, Any]:
     """Generic token counts as the contract's usage fields; keys of no field go to `other`."""
+    if not counts:  # most spans are not LLM calls
+        return {}
     buckets: dict[str, Any] = {}
     taken: set[str] = set()
     for bucket, keys in _GENERIC_USAGE.items():
