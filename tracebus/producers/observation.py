@@ -11,26 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 from tracebus.producers.context import current
 from tracebus.schemas.ids import format_traceparent
+from tracebus.schemas.models import ObservationKind
 from tracebus.schemas.usage import normalize_usage
 
 if TYPE_CHECKING:
     from tracebus.producers.client import Client
 
 UNSET: Any = object()
-KINDS = frozenset(
-    {
-        "span",
-        "generation",
-        "tool",
-        "retriever",
-        "agent",
-        "chain",
-        "embedding",
-        "event",
-        "guardrail",
-        "evaluator",
-    }
-)
+KINDS = frozenset(kind.value for kind in ObservationKind)
 LEVELS = frozenset({"DEBUG", "DEFAULT", "WARNING", "ERROR"})
 # (attribute, event key) of the optional observation fields, in event order.
 OPTIONAL_FIELDS = (

@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 import pydantic_core
 
-from tracebus.schemas import decode_batch
+from tracebus.schemas import Level, ObservationKind, ScoreDataType, ScoreSource, decode_batch
 from tracebus.schemas.ids import INVALID_OBSERVATION_ID, INVALID_TRACE_ID
+from tracebus.schemas.usage import USAGE_FIELDS
 
 # pydantic's JSON parser (jiter) refuses deeper nesting; orjson accepts up to 1024 levels.
 _MAX_DEPTH = 200
@@ -27,35 +28,10 @@ _TRACE_ID = re.compile(r"[0-9a-f]{32}").fullmatch
 _OBSERVATION_ID = re.compile(r"[0-9a-f]{16}").fullmatch
 _EVENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}").fullmatch
 _ENVIRONMENT = re.compile(r"[a-z0-9_-]{1,40}").fullmatch
-_KINDS = frozenset(
-    {
-        "span",
-        "generation",
-        "tool",
-        "retriever",
-        "agent",
-        "chain",
-        "embedding",
-        "event",
-        "guardrail",
-        "evaluator",
-    }
-)
-_LEVELS = frozenset({"DEBUG", "DEFAULT", "WARNING", "ERROR"})
-_SCORE_TYPES = frozenset({"NUMERIC", "CATEGORICAL", "BOOLEAN"})
-_SCORE_SOURCES = frozenset({"API", "EVAL", "ANNOTATION"})
-_USAGE_BUCKETS = frozenset(
-    {
-        "input_tokens",
-        "input_cache_read_tokens",
-        "input_cache_creation_tokens",
-        "input_audio_tokens",
-        "output_tokens",
-        "output_reasoning_tokens",
-        "output_audio_tokens",
-        "total_tokens",
-    }
-)
+_KINDS = frozenset(kind.value for kind in ObservationKind)
+_LEVELS = frozenset(level.value for level in Level)
+_SCORE_TYPES = frozenset(data_type.value for data_type in ScoreDataType)
+_SCORE_SOURCES = frozenset(source.value for source in ScoreSource)
 _COST_BUCKETS = frozenset(
     {
         "input",
@@ -173,7 +149,7 @@ _OBSERVATION_OPTIONAL: dict[str, Check] = {
     "model": _short_text,
     "provider": _short_text,
     "model_parameters": _model_parameters,
-    "usage": _buckets(_USAGE_BUCKETS, _count),
+    "usage": _buckets(USAGE_FIELDS, _count),
     "cost": _buckets(_COST_BUCKETS, _usd),
     "completion_start_time_unix_nano": _count,
 }
