@@ -43,10 +43,11 @@ class Publisher(Protocol):
         paths) or is larger than a record may be — or None."""
 
     async def publish(self, events: Sequence[dict[str, Any]], caller: Caller) -> None:
-        """Publish valid events (one record per trace, in the given order) and return once Kafka
-        has acknowledged every record. Raises GatewayError(503, …, retry_after_s) when Kafka
-        cannot take them; then some records may have been written, which is safe because every
-        event has a deterministic id and the stream applies an event id once."""
+        """Publish events that passed `problem` (one record per trace, in the given order) and
+        return once Kafka has acknowledged every record. Raises GatewayError(503, …,
+        retry_after_s) when Kafka cannot take them; then some records may have been written,
+        which is safe because every event has a deterministic id and the stream applies an event
+        id once."""
 
 
 @dataclass
