@@ -75,9 +75,7 @@ class SinkProcess(CliWorker):
     ) -> None:
         environment = {
             "TRACEBUS_GROUP_ID": f"sink-{settings.traces_topic}",
-            "TRACEBUS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-            "TRACEBUS_TRACES_TOPIC": settings.traces_topic,
-            "TRACEBUS_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+            **settings.worker_env(),
             "TRACEBUS_LINGER_MS": "50",
             "TRACEBUS_RETRY_INITIAL_S": "0.1",
             "TRACEBUS_RETRY_MAX_S": "1",

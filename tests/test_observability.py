@@ -73,11 +73,7 @@ def test_worker_logs_never_contain_secrets_even_at_debug_level(
     langsmith_key = f"lsv2_pt_{suffix}"
     gateway_key, wrong_key = f"tb-good-{suffix}", f"tb-wrong-{suffix}"
     env = {
-        "TRACEBUS_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "TRACEBUS_EVENTS_TOPIC": kafka.events_topic,
-        "TRACEBUS_TRACES_TOPIC": kafka.traces_topic,
-        "TRACEBUS_DEAD_LETTER_TOPIC": kafka.dead_letter_topic,
-        "TRACEBUS_PARTITIONS": str(kafka.partitions),
+        **kafka.worker_env(),
         "TRACEBUS_LINGER_MS": "50",
         "TRACEBUS_RETRY_INITIAL_S": "0.1",
         "TRACEBUS_RETRY_MAX_S": "0.5",

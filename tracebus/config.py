@@ -24,6 +24,13 @@ class KafkaSettings(BaseSettings):
         1, ge=1, description="Replicas of each topic tracebus creates (3 on a real cluster)."
     )
 
+    def worker_env(self) -> dict[str, str]:
+        """These settings as the `TRACEBUS_*` variables a worker process reads them from."""
+        return {
+            f"TRACEBUS_{name.upper()}": str(getattr(self, name))
+            for name in KafkaSettings.model_fields
+        }
+
     def topic_partitions(self) -> dict[str, int]:
         return {
             self.events_topic: self.partitions,

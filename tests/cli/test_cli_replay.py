@@ -17,9 +17,7 @@ from tracebus.kafka import EmbeddedBroker
 
 def run_replay(standin: LangfuseStandIn, settings, *args: str):
     env = {
-        "TRACEBUS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "TRACEBUS_TRACES_TOPIC": settings.traces_topic,
-        "TRACEBUS_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+        **settings.worker_env(),
         "TRACEBUS_LANGFUSE_HOST": standin.url,
         "TRACEBUS_LANGFUSE_PUBLIC_KEY": "pk-lf-test",
         "TRACEBUS_LANGFUSE_SECRET_KEY": "sk-lf-test",

@@ -97,13 +97,7 @@ def test_status_finds_the_groups_of_running_workers_and_shows_named_empty_ones(
     own_broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     kafka = fresh_settings(own_broker.bootstrap_servers)
-    env = {
-        "TRACEBUS_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "TRACEBUS_EVENTS_TOPIC": kafka.events_topic,
-        "TRACEBUS_TRACES_TOPIC": kafka.traces_topic,
-        "TRACEBUS_DEAD_LETTER_TOPIC": kafka.dead_letter_topic,
-        "TRACEBUS_PARTITIONS": str(kafka.partitions),
-    }
+    env = kafka.worker_env()
     # Default app id and group: tracebus-stream and tracebus-sink-jsonl, which the embedded
     # broker does not list before they commit.
     stream_metrics, sink_metrics = free_port(), free_port()

@@ -38,8 +38,7 @@ class GatewayProcess(CliWorker):
         super().__init__(
             ["gateway", "--host", "127.0.0.1", "--port", str(self.port)],
             {
-                "TRACEBUS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-                "TRACEBUS_EVENTS_TOPIC": settings.events_topic,
+                **settings.worker_env(),
                 "TRACEBUS_API_KEYS": keys,
                 **environment,
             },

@@ -31,11 +31,7 @@ class WorkerProcess(CliWorker):
             **WORKER_ENV,
             **env,
             "TRACEBUS_APP_ID": f"stream-{settings.events_topic}",
-            "TRACEBUS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-            "TRACEBUS_EVENTS_TOPIC": settings.events_topic,
-            "TRACEBUS_TRACES_TOPIC": settings.traces_topic,
-            "TRACEBUS_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
-            "TRACEBUS_PARTITIONS": str(settings.partitions),
+            **settings.worker_env(),
         }
         super().__init__(["stream"], environment, log_dir / f"stream-{uuid.uuid4().hex[:6]}.log")
 

@@ -462,16 +462,7 @@ def _start_stack(settings: ProducerSettings, out: Path, gateway_port: int) -> Su
         if anonymous:
             arguments.append("--allow-anonymous")
         children.append(Child(GATEWAY, arguments, metrics_port=gateway_port))
-    supervisor = Supervisor(
-        children,
-        {
-            "TRACEBUS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-            "TRACEBUS_EVENTS_TOPIC": settings.events_topic,
-            "TRACEBUS_TRACES_TOPIC": settings.traces_topic,
-            "TRACEBUS_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
-            "TRACEBUS_PARTITIONS": str(settings.partitions),
-        },
-    )
+    supervisor = Supervisor(children, settings.worker_env())
     supervisor.start()
     console.print(f"complete traces go to: {', '.join(destinations)}")
     if len(destinations) == 1:
