@@ -9,11 +9,25 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from workers import CliWorker
 
 from tracebus.config import KafkaSettings
 from tracebus.kafka import EmbeddedBroker, create_topics
 from tracebus.kafka.broker import free_port
 from tracebus.schemas import EventBatch, decode_batch
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report carries the log tails of the worker processes it started, since
+    CI keeps nothing else of them."""
+    report = yield
+    if report.failed:
+        for worker in CliWorker.started:
+            report.sections.append((f"worker log {worker.log_path.name}", worker.log_tail(80)))
+    if report.when == "teardown":
+        CliWorker.started.clear()
+    return report
 
 
 @pytest.fixture(scope="session")

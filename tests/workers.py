@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 
 class CliWorker:
@@ -14,6 +15,7 @@ class CliWorker:
     with `environment` over this process's own."""
 
     stop_timeout: float = 30.0  # seconds `stop` waits after SIGTERM before it kills
+    started: ClassVar[list[CliWorker]] = []  # this test's; a failed test's report shows their logs
 
     def __init__(
         self,
@@ -30,6 +32,7 @@ class CliWorker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        CliWorker.started.append(self)
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import eventually, fresh_settings
 from stream_helpers import WorkerProcess, metric, of_traces, read_documents
 
@@ -12,6 +13,7 @@ from tracebus.kafka import EmbeddedBroker
 from tracebus.kafka.broker import free_port
 
 
+@pytest.mark.timeout(240)
 def test_a_killed_worker_loses_no_trace_and_publishes_nothing_twice(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
@@ -54,7 +56,7 @@ def test_a_killed_worker_loses_no_trace_and_publishes_nothing_twice(
             second_wave.add(root.trace_id)
         assert client.flush(10)
         expected = first_wave | second_wave | {r.trace_id for r in open_roots}
-        documents = read_documents(settings, of_traces(expected), timeout=120)
+        documents = read_documents(settings, of_traces(expected), timeout=150)
     finally:
         client.close()
         for worker in workers:
