@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from conftest import eventually, fresh_settings
 from stream_helpers import WorkerProcess, metric, of_traces, read_documents
 
 import tracebus
+from tracebus.config import KafkaSettings
 from tracebus.kafka import EmbeddedBroker
 from tracebus.kafka.broker import free_port
+from tracebus.ops.groups import admin_client, committed_offsets
+from tracebus.ops.topic_reader import offset_bounds
 
 
 @pytest.mark.timeout(240)
@@ -75,3 +80,72 @@ def test_a_killed_worker_loses_no_trace_and_publishes_nothing_twice(
         names = sorted(o.name for o in latest[root.trace_id].observations)
         assert names == sorted([root.name, "done-before-the-crash"])
         assert latest[root.trace_id].completed_by == "root_ended"
+
+
+def test_a_restarted_worker_recovers_every_open_trace_of_a_burst(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """A burst's table writes share the changelog's record batches; a broker may report a
+    partition's end as the first offset of its last batch (tansu does). Recovery reads to the
+    true end all the same, so no trace of the burst is lost with the worker."""
+    settings = fresh_settings(broker.bootstrap_servers)
+    ports = [free_port(), free_port()]
+    # The traces stay open across the restart: no idle timeout cuts them short.
+    env = {"TRACEBUS_IDLE_TIMEOUT_S": "120"}
+    worker = WorkerProcess(settings, tmp_path, TRACEBUS_METRICS_PORT=str(ports[0]), **env)
+    client = tracebus.Client(**settings.model_dump(), linger_ms=5)
+    restarted = None
+    try:
+        open_roots = []
+        for i in range(30):
+            root = client.trace(f"open-{i}")
+            with client.span("done-before-the-crash", parent=root):
+                pass
+            open_roots.append(root)
+        assert client.flush(10)
+        eventually(
+            lambda: metric(ports[0], "tracebus_stream_open_traces") == 30,
+            30,
+            "the worker to hold the open traces",
+        )
+        eventually(
+            lambda: asyncio.run(uncommitted(settings)) == 0,
+            30,
+            "the worker to commit every record it read, so that only the changelog has them",
+        )
+        worker.kill()
+
+        restarted = WorkerProcess(settings, tmp_path, TRACEBUS_METRICS_PORT=str(ports[1]), **env)
+        eventually(
+            lambda: metric(ports[1], "tracebus_stream_open_traces") == 30,
+            60,
+            "the restarted worker to recover every open trace",
+        )
+        for root in open_roots:
+            root.end()
+        assert client.flush(10)
+        documents = read_documents(settings, of_traces({r.trace_id for r in open_roots}), 60)
+    finally:
+        client.close()
+        worker.stop()
+        if restarted is not None:
+            restarted.stop()
+
+    for document in documents:
+        names = sorted(o.name for o in document.observations)
+        assert names == sorted(["done-before-the-crash", document.trace.name])
+        assert document.completed_by == "root_ended"
+
+
+async def uncommitted(settings: KafkaSettings) -> int:
+    """Records of the events topic the stream's consumer group has not committed."""
+    partitions = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    await consumer.start()
+    try:
+        bounds = await offset_bounds(consumer, partitions)
+    finally:
+        await consumer.stop()
+    async with admin_client(settings.bootstrap_servers) as admin:
+        committed = await committed_offsets(admin, f"stream-{settings.events_topic}", partitions)
+    return sum(bounds[tp].end - (committed[tp] or 0) for tp in partitions)

@@ -63,6 +63,7 @@ from tracebus.streams.assembly import (
 from tracebus.streams.index import DeadlineIndex
 from tracebus.streams.metrics import StreamMetrics
 from tracebus.streams.settings import StreamSettings
+from tracebus.streams.transport import EndProbingTransport
 from tracebus.streams.validation import parse_record
 
 log = logging.getLogger("tracebus.stream")
@@ -129,6 +130,7 @@ class StreamWorker:
             key_serializer="raw",
             value_serializer="raw",
         )
+        app.transport = EndProbingTransport(app.conf.broker_consumer, app)
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
         self.events_topic = app.topic(s.events_topic, partitions=s.partitions, **raw)
         self.traces_topic = app.topic(s.traces_topic, partitions=s.partitions, **raw)
