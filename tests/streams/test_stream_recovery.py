@@ -38,13 +38,7 @@ def test_a_killed_worker_loses_no_trace_and_publishes_nothing_twice(
             "both workers share the work"
         )
 
-        open_roots = []
-        for i in range(30):
-            root = client.trace(f"open-{i}")
-            with client.span("done-before-the-crash", parent=root):
-                pass
-            open_roots.append(root)
-        assert client.flush(10)
+        open_roots = start_open_traces(client, 30)
         eventually(
             lambda: sum(metric(p, "tracebus_stream_records_total") for p in ports) >= 40 + 30,
             30,
@@ -96,13 +90,7 @@ def test_a_restarted_worker_recovers_every_open_trace_of_a_burst(
     client = tracebus.Client(**settings.model_dump(), linger_ms=5)
     restarted = None
     try:
-        open_roots = []
-        for i in range(30):
-            root = client.trace(f"open-{i}")
-            with client.span("done-before-the-crash", parent=root):
-                pass
-            open_roots.append(root)
-        assert client.flush(10)
+        open_roots = start_open_traces(client, 30)
         eventually(
             lambda: metric(ports[0], "tracebus_stream_open_traces") == 30,
             30,
@@ -135,6 +123,18 @@ def test_a_restarted_worker_recovers_every_open_trace_of_a_burst(
         names = sorted(o.name for o in document.observations)
         assert names == sorted(["done-before-the-crash", document.trace.name])
         assert document.completed_by == "root_ended"
+
+
+def start_open_traces(client: tracebus.Client, count: int) -> list[tracebus.Observation]:
+    """`count` traces whose root is open and whose one child has ended, sent to the broker."""
+    roots = []
+    for i in range(count):
+        root = client.trace(f"open-{i}")
+        with client.span("done-before-the-crash", parent=root):
+            pass
+        roots.append(root)
+    assert client.flush(10)
+    return roots
 
 
 async def uncommitted(settings: KafkaSettings) -> int:
