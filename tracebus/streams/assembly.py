@@ -11,7 +11,9 @@ The same records are the trace's durable copy in the changelog-backed table (see
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable
+import operator
+from collections import Counter
+from collections.abc import Collection, Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,7 +43,12 @@ _OBSERVATION_FIELDS = tuple(Observation.model_fields)
 _TRACE_FIELDS = tuple(TraceAttributes.model_fields)
 _SCORE_FIELDS = tuple(ScoreEvent.model_fields)
 _COST_FIELDS = tuple(Cost.model_fields)
+_START = operator.itemgetter("start_time_unix_nano")
 _PRICED_KINDS = frozenset({"generation", "embedding"})
+# The observation fields between `level` and `usage`, which documents carry as the events said.
+_PASSED_ON = _OBSERVATION_FIELDS[
+    _OBSERVATION_FIELDS.index("level") + 1 : _OBSERVATION_FIELDS.index("usage")
+]
 # What a status mark holds: everything but the content (which the records hold).
 _STATUS_FIELDS = (
     "partition",
@@ -56,7 +63,7 @@ _STATUS_FIELDS = (
 
 
 class PricedCost(Protocol):
-    cost: Any
+    fields: dict[str, Any]  # the `Cost` as pydantic dumps it with `exclude_none`
     source: CostSource
 
 
@@ -66,9 +73,9 @@ class Pricing(Protocol):
     ) -> PricedCost | None: ...
 
 
-@dataclass(slots=True)
 class _Tokens:
-    """A usage dict as the attributes pricing reads: `Usage.model_construct` costs ~15 µs."""
+    """A usage dict as the attributes pricing reads: `Usage.model_construct` costs ~15 µs, and
+    a dataclass built from keywords ~2 µs; the buckets a usage lacks read the class's None."""
 
     input_tokens: int | None = None
     input_cache_read_tokens: int | None = None
@@ -79,6 +86,9 @@ class _Tokens:
     output_audio_tokens: int | None = None
     total_tokens: int | None = None
     other: dict[str, int] | None = None
+
+    def __init__(self, usage: dict[str, Any]) -> None:
+        self.__dict__.update(usage)
 
 
 @dataclass
@@ -195,19 +205,20 @@ def apply_events(
 ) -> ApplyResult:
     """Index a record's (validated) events; an event id seen before is skipped. The caller
     keeps the record in `state.records` when anything was applied."""
-    result = ApplyResult()
     seen = state.seen
     reopened = state.status == PUBLISHED
+    applied = duplicates = 0  # counted in locals: attribute updates per event cost more
     for event in events:
         event_id = event["event_id"]
         if event_id in seen:
-            result.duplicates += 1
+            duplicates += 1
             continue
         seen.add(event_id)
         if event["type"] in _OBSERVATION_TYPES:
             _index(state, event)
-        result.applied += 1
-    if result.applied:
+        applied += 1
+    result = ApplyResult(applied, duplicates)
+    if applied:
         if not state.first_event_ns:
             state.first_event_ns = now_ns
         state.last_event_ns = now_ns
@@ -252,11 +263,13 @@ def materialize(state: TraceState) -> Content:
         data = orjson.loads(state.snapshot)
         content = Content(data["trace"], data["observations"], data["scores"])
         seen = set(data["seen"])
+    observations, scores = content.observations, content.scores
     for _, value in state.records:
         for event in orjson.loads(value)["events"]:
-            if event["event_id"] in seen:
+            event_id = event["event_id"]
+            if event_id in seen:
                 continue
-            seen.add(event["event_id"])
+            seen.add(event_id)
             # A null field is an absent one (an upsert leaves it as it was).
             data = (
                 {k: v for k, v in event.items() if v is not None}
@@ -266,13 +279,13 @@ def materialize(state: TraceState) -> Content:
             kind = data["type"]
             if kind in _OBSERVATION_TYPES:
                 observation_id = data["observation_id"]
-                previous = content.observations.get(observation_id)
-                content.observations[observation_id] = (
+                previous = observations.get(observation_id)
+                observations[observation_id] = (
                     data if previous is None else _newer_first(previous, data)
                 )
             elif kind == "score":
-                previous = content.scores.get(data["score_id"])
-                content.scores[data["score_id"]] = (
+                previous = scores.get(data["score_id"])
+                scores[data["score_id"]] = (
                     data if previous is None else _newer_first(previous, data)
                 )
             else:
@@ -381,13 +394,13 @@ def build_documents(
     With `final=False` (a trace split for size while still running) the parts are numbered on
     from those already published and the total is left open."""
     enrichment = enrichment or Enrichment()
-    known = {observation_id: _filled_in(o) for observation_id, o in content.observations.items()}
-    trace_end = _trace_end(known.values())
+    known: dict[str, dict[str, Any]] = {}
     # Where every observation sits in the tree, for parts whose ancestors are elsewhere.
-    placement = {
-        observation_id: (o.get("parent_observation_id"), o["start_time_unix_nano"])
-        for observation_id, o in known.items()
-    }
+    placement: dict[str, tuple[str | None, int]] = {}
+    for observation_id, raw in content.observations.items():
+        o = known[observation_id] = _filled_in(raw)
+        placement[observation_id] = (o.get("parent_observation_id"), o["start_time_unix_nano"])
+    trace_end = _trace_end(known.values())
     placement.update({k: (v[0], v[1]) for k, v in state.moved_out.items()})  # type: ignore[misc]
     previously_published = set(state.published_ids)
     # A size split while running publishes what has ended; open observations wait.
@@ -431,9 +444,10 @@ def build_documents(
     return documents
 
 
-def _trace_end(observations: Iterable[dict[str, Any]]) -> int:
-    ends = [max(o.get("end_time_unix_nano", 0), o["timestamp_unix_nano"]) for o in observations]
-    return max(ends, default=0)
+def _trace_end(observations: Collection[dict[str, Any]]) -> int:
+    ends = [o.get("end_time_unix_nano", 0) for o in observations]
+    timestamps = [o["timestamp_unix_nano"] for o in observations]
+    return max(max(ends, default=0), max(timestamps, default=0))
 
 
 def _filled_in(observation: dict[str, Any]) -> dict[str, Any]:
@@ -451,31 +465,35 @@ def _filled_in(observation: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parents_first(observations: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Order so that every parent precedes its children; cycles are broken, not looped."""
+    """Order so that every parent precedes its children, siblings by start; cycles are broken,
+    not looped."""
     by_id = {o["observation_id"]: o for o in observations}
+    # One stable sort of all of them leaves every list of siblings sorted as if on its own.
+    latest_first = sorted(by_id.values(), key=_START, reverse=True)
     children: dict[str | None, list[dict[str, Any]]] = {}
-    for o in by_id.values():
+    for o in latest_first:
         parent = o.get("parent_observation_id")
         children.setdefault(parent if parent in by_id else None, []).append(o)
+    # Each observation is in one list of children, which goes on the stack once (when its
+    # parent comes off it): nothing is placed twice.
     ordered: list[dict[str, Any]] = []
-    placed: set[str] = set()
-    stack = sorted(children.get(None, []), key=lambda o: -o["start_time_unix_nano"])
+    stack = children.pop(None, [])
     while stack:
         current = stack.pop()
-        if current["observation_id"] in placed:
-            continue
-        placed.add(current["observation_id"])
         ordered.append(current)
-        kids = children.get(current["observation_id"], [])
-        stack.extend(sorted(kids, key=lambda o: -o["start_time_unix_nano"]))
-    # Whatever is left sits on a parent cycle: place it as if its parent were missing.
-    ordered.extend(o for o in by_id.values() if o["observation_id"] not in placed)
+        kids = children.get(current["observation_id"])
+        if kids:
+            stack.extend(kids)
+    if len(ordered) < len(by_id):
+        # Whatever is left sits on a parent cycle: place it as if its parent were missing.
+        placed = {o["observation_id"] for o in ordered}
+        ordered.extend(o for o in by_id.values() if o["observation_id"] not in placed)
     return ordered
 
 
 def _dumped(values: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     """A `Usage` or `Cost` as pydantic dumps it with `exclude_none`."""
-    return {k: values[k] for k in fields if values.get(k) is not None}
+    return {k: values[k] for k in fields if k in values and values[k] is not None}
 
 
 def _enrich(
@@ -501,67 +519,79 @@ def _enrich(
         flags.append(ObservationFlag.ORPHAN)
     if revision > 1 and raw["observation_id"] not in previously_published:
         flags.append(ObservationFlag.LATE)
-    computed: dict[str, Any] = {
-        "end_time_unix_nano": end,
-        "duration_ms": (end - start) / _NS_PER_MS,
-        "flags": flags,
-    }
-    if "level" not in raw:
-        computed["level"] = "DEFAULT"
-    ttft = raw.get("completion_start_time_unix_nano")
-    if ttft is not None:
-        computed["time_to_first_token_ms"] = max(ttft - start, 0) / _NS_PER_MS
     usage = raw.get("usage")
     if usage is not None:
-        usage = computed["usage"] = _dumped(usage, _USAGE_FIELDS)
-    if raw.get("cost") is not None:
-        computed["cost"] = _dumped(raw["cost"], _COST_FIELDS)
-        computed["cost_source"] = CostSource.REPORTED
+        usage = _dumped(usage, _USAGE_FIELDS)
+    cost, cost_source = raw.get("cost"), None
+    if cost is not None:
+        cost, cost_source = _dumped(cost, _COST_FIELDS), CostSource.REPORTED
     elif usage is not None and raw["kind"] in _PRICED_KINDS:
-        priced = pricing.cost(raw.get("provider"), raw.get("model"), _Tokens(**usage), start)
+        priced = pricing.cost(raw.get("provider"), raw.get("model"), _Tokens(usage), start)
         if priced is None:
             flags.append(ObservationFlag.UNKNOWN_MODEL)
             enrichment.unpriced_generations += 1
         else:
-            computed["cost"] = priced.cost.model_dump(exclude_none=True)
-            computed["cost_source"] = priced.source
-    # One pass in the model's field order: what was computed, else what the events said.
-    return {
-        k: computed[k] if k in computed else raw[k]
-        for k in _OBSERVATION_FIELDS
-        if k in computed or k in raw
-    }
+            cost, cost_source = priced.fields, priced.source
+    # Written out in the model's field order (`_OBSERVATION_FIELDS`; the document's JSON must be
+    # the one pydantic would write): what was computed, else what the events said. Events have
+    # no field the stream computes, so those need no look in `raw`.
+    observation = {"observation_id": raw["observation_id"]}
+    if "parent_observation_id" in raw:
+        observation["parent_observation_id"] = raw["parent_observation_id"]
+    observation["kind"] = raw["kind"]
+    observation["name"] = raw["name"]
+    observation["start_time_unix_nano"] = start
+    observation["end_time_unix_nano"] = end
+    observation["duration_ms"] = (end - start) / _NS_PER_MS
+    observation["level"] = raw.get("level", "DEFAULT")
+    for name in _PASSED_ON:
+        if name in raw:
+            observation[name] = raw[name]
+    if usage is not None or "usage" in raw:
+        observation["usage"] = usage
+    if cost is not None or "cost" in raw:
+        observation["cost"] = cost
+    if cost_source is not None:
+        observation["cost_source"] = cost_source
+    ttft = raw.get("completion_start_time_unix_nano")
+    if ttft is not None or "completion_start_time_unix_nano" in raw:
+        observation["completion_start_time_unix_nano"] = ttft
+    if ttft is not None:
+        observation["time_to_first_token_ms"] = max(ttft - start, 0) / _NS_PER_MS
+    observation["flags"] = flags
+    if "truncated" in raw:
+        observation["truncated"] = raw["truncated"]
+    return observation
 
 
 def _summarize(observations: list[dict[str, Any]]) -> dict[str, Any]:
     usage: dict[str, int] = {}
     cost: dict[str, float] = {}
-    by_kind: dict[str, int] = {}
-    errors = warnings = unpriced = 0
+    # Counted by C loops over lists (a Counter keeps the order kinds first appear in).
+    by_kind = dict(Counter([o["kind"] for o in observations]))
+    levels = [o["level"] for o in observations]
+    unpriced = [ObservationFlag.UNKNOWN_MODEL in o["flags"] for o in observations].count(True)
     for o in observations:
-        by_kind[o["kind"]] = by_kind.get(o["kind"], 0) + 1
-        errors += o["level"] == "ERROR"
-        warnings += o["level"] == "WARNING"
-        unpriced += ObservationFlag.UNKNOWN_MODEL in o["flags"]
         if "usage" in o:
-            for bucket in _USAGE_BUCKETS:
-                value = o["usage"].get(bucket)
-                if value is not None:
+            # Integer sums, so the order buckets come in does not matter (the result is put in
+            # field order below); the usage holds only `Usage` fields, none of them null.
+            for bucket, value in o["usage"].items():
+                if bucket != "other":
                     usage[bucket] = usage.get(bucket, 0) + value
         if "cost" in o:
             for bucket, value in o["cost"].items():
                 if bucket != "other":
                     cost[bucket] = cost.get(bucket, 0.0) + value
-    start = min((o["start_time_unix_nano"] for o in observations), default=0)
-    end = max((o["end_time_unix_nano"] for o in observations), default=0)
+    start = min([o["start_time_unix_nano"] for o in observations], default=0)
+    end = max([o["end_time_unix_nano"] for o in observations], default=0)
     return {
         "start_time_unix_nano": start,
         "end_time_unix_nano": end,
         "duration_ms": (end - start) / _NS_PER_MS,
         "observation_count": len(observations),
         "observations_by_kind": by_kind,
-        "error_count": errors,
-        "warning_count": warnings,
+        "error_count": levels.count("ERROR"),
+        "warning_count": levels.count("WARNING"),
         "usage": {k: usage[k] for k in _USAGE_BUCKETS if k in usage},
         "cost": {k: cost[k] for k in _COST_FIELDS if k in cost},
         "unpriced_generations": unpriced,
@@ -594,6 +624,10 @@ def _ancestors(
 ) -> list[dict[str, Any]]:
     """Ancestors of the chunk's observations that are not in the chunk itself."""
     inside = {o["observation_id"] for o in chunk}
+    parents = {o.get("parent_observation_id") for o in chunk}
+    parents.discard(None)
+    if parents <= inside:
+        return []  # the common case, found without walking up from every observation
     refs: dict[str, dict[str, Any]] = {}
     for o in chunk:
         parent = o.get("parent_observation_id")

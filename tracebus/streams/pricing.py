@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from genai_prices import data_snapshot
 from genai_prices.types import ModelInfo, ModelPrice, TieredPrices
@@ -94,10 +94,17 @@ class TokenCounts(Protocol):
     def output_audio_tokens(self) -> int | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class PricedCost:
-    cost: Cost
+class PricedCost(NamedTuple):
+    """`fields` is the `Cost` as pydantic dumps it with `exclude_none`, which is what a document
+    carries: building and dumping the model for every generation cost more than pricing it (a
+    tuple, too, is built faster than a frozen dataclass)."""
+
+    fields: dict[str, Any]
     source: CostSource
+
+    @property
+    def cost(self) -> Cost:
+        return Cost(**self.fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +181,9 @@ def _flat_rates(card: RateCard, input_tokens: int) -> BucketRates:
     )
 
 
-def charge(card: RateCard, usage: TokenCounts) -> Cost | None:
-    """The cost of `usage` at `card`'s rates; None when usage has no priced bucket at all."""
+def charge(card: RateCard, usage: TokenCounts) -> dict[str, Any] | None:
+    """The cost of `usage` at `card`'s rates, as `Cost` dumps it with `exclude_none`; None when
+    usage has no priced bucket at all."""
     cache_read = usage.input_cache_read_tokens or 0
     cache_creation = usage.input_cache_creation_tokens or 0
     input_audio = usage.input_audio_tokens or 0
@@ -208,24 +216,32 @@ def charge(card: RateCard, usage: TokenCounts) -> Cost | None:
     )
 
     # Parts appear exactly where the usage reports them, so cost and usage have the same shape.
-    fields: dict[str, Any] = {
-        "input": input_cost,
-        "output": output_cost,
-        "total": input_cost + output_cost,
-    }
+    # The fields go in `Cost`'s order, so that the dict reads as the model's dump.
+    fields: dict[str, Any] = {"input": input_cost}
     if usage.input_cache_read_tokens is not None:
         fields["input_cache_read"] = cache_read_cost
     if usage.input_cache_creation_tokens is not None:
         fields["input_cache_creation"] = cache_creation_cost
     if usage.input_audio_tokens is not None:
         fields["input_audio"] = input_audio_cost
+    fields["output"] = output_cost
     if usage.output_reasoning_tokens is not None:
         fields["output_reasoning"] = reasoning_cost
     if usage.output_audio_tokens is not None:
         fields["output_audio"] = output_audio_cost
+    fields["total"] = input_cost + output_cost
+    amounts = [*fields.values()]
     if card.per_request is not None:
         fields["other"] = {"requests": card.per_request}
-    return Cost(**fields)
+        amounts.append(card.per_request)
+    # The fields are in the model's order, and `Cost` validates a float that is not negative
+    # (nor NaN) into itself: such fields are their own dump, without building the model (that
+    # took longer than the pricing). Anything else, which pydantic may convert or refuse, goes
+    # through it.
+    for amount in amounts:
+        if type(amount) is not float or not amount >= 0:
+            return Cost(**fields).model_dump(exclude_none=True)
+    return fields
 
 
 class _Constraint(Protocol):
@@ -374,8 +390,8 @@ class PriceBook:
         card = resolved.schedule.at(at_unix_nano)
         if card is None:
             return None
-        cost = charge(card, usage)
-        return None if cost is None else PricedCost(cost, resolved.source)
+        fields = charge(card, usage)
+        return None if fields is None else PricedCost(fields, resolved.source)
 
     def _resolve_uncached(self, provider: str | None, model: str) -> _Resolved | None:
         for override in self._overrides:
