@@ -55,7 +55,10 @@ def test_a_killed_worker_loses_no_trace_and_publishes_nothing_twice(
             second_wave.add(root.trace_id)
         assert client.flush(10)
         expected = first_wave | second_wave | {r.trace_id for r in open_roots}
-        documents = read_documents(settings, of_traces(expected), timeout=150)
+        try:
+            documents = read_documents(settings, of_traces(expected), timeout=150)
+        except AssertionError:
+            raise AssertionError(asyncio.run(whereabouts(settings, expected))) from None
     finally:
         client.close()
         for worker in workers:
@@ -149,3 +152,42 @@ async def uncommitted(settings: KafkaSettings) -> int:
     async with admin_client(settings.bootstrap_servers) as admin:
         committed = await committed_offsets(admin, f"stream-{settings.events_topic}", partitions)
     return sum(bounds[tp].end - (committed[tp] or 0) for tp in partitions)
+
+
+async def whereabouts(settings: KafkaSettings, expected: set[str]) -> str:
+    """Where the expected traces that were not published are in the events topic, against what
+    the stream's group committed: what a failure needs to tell a lost record from a stuck one."""
+    events = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
+    traces = [TopicPartition(settings.traces_topic, p) for p in range(settings.partitions)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    await consumer.start()
+    try:
+        reported = await consumer.end_offsets(events)
+        bounds = await offset_bounds(consumer, events + traces)
+        consumer.assign(events + traces)
+        for tp in events + traces:
+            consumer.seek(tp, bounds[tp].start)
+        records = []
+        unread = {tp for tp in events + traces if bounds[tp].count}
+        while unread:
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(batch)
+            unread = {tp for tp in unread if await consumer.position(tp) < bounds[tp].end}
+    finally:
+        await consumer.stop()
+    async with admin_client(settings.bootstrap_servers) as admin:
+        committed = await committed_offsets(admin, f"stream-{settings.events_topic}", events)
+    published = {r.key.decode() for r in records if r.topic == settings.traces_topic}
+    missing = expected - published
+    lines = [f"{len(missing)} of {len(expected)} traces never published"]
+    for tp in events:
+        found = [
+            f"{r.offset}:{r.key.decode()[:8]}"
+            for r in records
+            if r.topic == tp.topic and r.partition == tp.partition and r.key.decode() in missing
+        ]
+        lines.append(
+            f"events partition {tp.partition}: committed {committed[tp]}, end {bounds[tp].end}"
+            f" (reported {reported[tp]}); records of missing traces {found}"
+        )
+    return "\n".join(lines)

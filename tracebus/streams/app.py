@@ -31,14 +31,17 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 import orjson
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from faust.exceptions import NotReady
-from faust.types import EventT
 
 from tracebus.observability import Heartbeat
+from tracebus.ops.groups import admin_client, committed_offsets
+from tracebus.ops.topic_reader import TopicReader
 from tracebus.schemas import Completion, SchemaError
 from tracebus.streams.assembly import (
     OPEN,
@@ -74,6 +77,17 @@ _NS = 1_000_000_000
 _PUBLISH_RETRY_S = 1.0
 
 
+class Record(Protocol):
+    """An events record as Faust's `Message` and aiokafka's `ConsumerRecord` both have it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Any
+
+
 @dataclass
 class Publication:
     trace_id: str
@@ -100,6 +114,8 @@ class StreamWorker:
         # Revisions this worker has queued: a second `close` for them must not publish again.
         self._queued_revisions: dict[str, int] = {}
         self._queued = asyncio.Event()
+        # Per partition: the offset of the next record (see `_skipped_records`).
+        self._next_offsets: dict[int, int] = {}
         self.app = self._build_app()
 
     def _build_app(self) -> faust.App:
@@ -150,14 +166,16 @@ class StreamWorker:
 
     async def _assemble(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
+            message = event.message
             try:
-                await self._handle(event)
+                for skipped in await self._skipped_records(message):
+                    await self._handle(skipped)
+                await self._handle(message)
             except Exception as error:  # a bug must not stop the partition: dead-letter it
                 log.exception("record failed; dead-lettering it")
-                await self._dead_letter(event, f"internal error: {error!r}", "internal")
+                await self._dead_letter(message, f"internal error: {error!r}", "internal")
 
-    async def _handle(self, event: EventT) -> None:
-        message = event.message
+    async def _handle(self, message: Record) -> None:
         if message.headers:
             control = dict(message.headers).get(CONTROL_HEADER)
             if control is not None:
@@ -167,7 +185,7 @@ class StreamWorker:
         try:
             trace_id, events, as_sent = parse_record(message.value, self.settings.max_record_bytes)
         except SchemaError as error:
-            await self._dead_letter(event, str(error), "invalid")
+            await self._dead_letter(message, str(error), "invalid")
             return
         # A record pydantic had to normalise is kept in its normalised form.
         value = message.value if as_sent else orjson.dumps({"trace_id": trace_id, "events": events})
@@ -192,6 +210,42 @@ class StreamWorker:
             final = looks_complete(state)
             self._start_publishing(state, Completion.MAX_SIZE, final=final, now=now)
         self._track(state)
+
+    async def _skipped_records(self, message: Record) -> list[ConsumerRecord]:
+        """The records of the message's partition between the last one handled and this one.
+
+        Faust can drop fetched records around a rebalance and then commit over the gap they
+        leave (faust-streaming#606, #221): those records would be lost. The events topic has no
+        gaps of its own (no compaction, no transactions), so a gap is read here and handled
+        before the message, still within its partition (so table writes go to the right
+        changelog partition). A record that comes twice is applied once (event ids), and
+        control records are idempotent."""
+        partition, offset = message.partition, message.offset
+        expected = self._next_offsets.get(partition)
+        self._next_offsets[partition] = max(offset + 1, expected or 0)
+        if expected is None or offset <= expected:
+            return []
+        log.warning(
+            "partition %d jumped from offset %d to %d: reading the records skipped",
+            partition,
+            expected,
+            offset,
+        )
+        self.metrics.skipped_records.inc(offset - expected)
+        tp = TopicPartition(message.topic, partition)
+        try:
+            async with TopicReader(self.settings.bootstrap_servers, message.topic) as reader:
+                return [record async for record in reader.read(tp, expected, offset)]
+        except (KafkaError, TimeoutError) as error:
+            log.error(
+                "records %d to %d of partition %d were skipped and cannot be read (%r): "
+                "their events are missing from their traces",
+                expected,
+                offset - 1,
+                partition,
+                error,
+            )
+            return []
 
     async def _control(self, command: str, body: dict[str, Any]) -> None:
         """Apply a control record: it names many traces of the partition it was sent to, so
@@ -304,8 +358,7 @@ class StreamWorker:
         )
         self._queued.set()
 
-    async def _dead_letter(self, event: EventT, reason: str, kind: str) -> None:
-        message = event.message
+    async def _dead_letter(self, message: Record, reason: str, kind: str) -> None:
         self.metrics.dead_letters.labels(kind).inc()
         log.warning(
             "dead letter from %s[%d]@%d: %s",
@@ -373,6 +426,8 @@ class StreamWorker:
             for tp in self.app.assignor.assigned_actives()
             if tp.topic == self.settings.events_topic
         }
+        # Faust reads each partition again from its committed offset.
+        self._next_offsets = await self._committed_offsets(active)
         self.states = {t: s for t, s in self.states.items() if s.partition in active}
         rebuilt = rebuild(self.table.items(), skip=self.states.keys())
         self.states.update((t, s) for t, s in rebuilt.items() if s.partition in active)
@@ -390,6 +445,20 @@ class StreamWorker:
             else:
                 self._track(state)
         log.info("recovered %d traces in partitions %s", len(self.states), sorted(active))
+
+    async def _committed_offsets(self, partitions: set[int]) -> dict[int, int]:
+        """This group's committed offsets; none where the broker cannot say (the check of
+        skipped records then starts at each partition's first record)."""
+        topic = self.settings.events_topic
+        try:
+            async with admin_client(self.settings.bootstrap_servers) as admin:
+                committed = await committed_offsets(
+                    admin, self.settings.app_id, [TopicPartition(topic, p) for p in partitions]
+                )
+        except KafkaError as error:
+            log.warning("committed offsets unavailable after recovery: %r", error)
+            return {}
+        return {tp.partition: offset for tp, offset in committed.items() if offset is not None}
 
     # -- time-based decisions and publication ---------------------------------------------------
 

@@ -42,6 +42,12 @@ class StreamMetrics:
             "Generations with usage but no price",
             registry=r,
         )
+        self.skipped_records = Counter(
+            "tracebus_stream_skipped_records",
+            "Records the consumer skipped (Faust drops some around a rebalance), read and "
+            "handled when the gap showed",
+            registry=r,
+        )
         self.open_traces = Gauge("tracebus_stream_open_traces", "Traces held", registry=r)
         self.open_bytes = Gauge(
             "tracebus_stream_open_bytes", "Bytes of traces being assembled", registry=r
