@@ -427,7 +427,7 @@ class StreamWorker:
             if tp.topic == self.settings.events_topic
         }
         # Faust reads each partition again from its committed offset.
-        self._next_offsets = await self._committed_offsets(active)
+        self._next_offsets = await self._resume_offsets(active)
         self.states = {t: s for t, s in self.states.items() if s.partition in active}
         rebuilt = rebuild(self.table.items(), skip=self.states.keys())
         self.states.update((t, s) for t, s in rebuilt.items() if s.partition in active)
@@ -446,19 +446,25 @@ class StreamWorker:
                 self._track(state)
         log.info("recovered %d traces in partitions %s", len(self.states), sorted(active))
 
-    async def _committed_offsets(self, partitions: set[int]) -> dict[int, int]:
-        """This group's committed offsets; none where the broker cannot say (the check of
-        skipped records then starts at each partition's first record)."""
+    async def _resume_offsets(self, partitions: set[int]) -> dict[int, int]:
+        """Where Faust resumes each partition: this group's committed offset, else the log
+        start (the consumer reads from the earliest record). None known where the broker
+        cannot say; the check of skipped records then starts at the partition's first record."""
         topic = self.settings.events_topic
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         try:
             async with admin_client(self.settings.bootstrap_servers) as admin:
-                committed = await committed_offsets(
-                    admin, self.settings.app_id, [TopicPartition(topic, p) for p in partitions]
-                )
+                committed = await committed_offsets(admin, self.settings.app_id, tps)
+            async with TopicReader(self.settings.bootstrap_servers, topic) as reader:
+                starts = await reader.consumer.beginning_offsets(tps)
         except KafkaError as error:
             log.warning("committed offsets unavailable after recovery: %r", error)
             return {}
-        return {tp.partition: offset for tp, offset in committed.items() if offset is not None}
+        offsets = {
+            tp.partition: starts[tp] if committed[tp] is None else committed[tp] for tp in tps
+        }
+        log.info("resuming partitions at offsets %s", offsets)
+        return offsets
 
     # -- time-based decisions and publication ---------------------------------------------------
 
