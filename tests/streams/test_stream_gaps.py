@@ -44,7 +44,7 @@ def test_a_gap_in_a_partition_is_read_from_the_broker_and_nothing_else(
 
     async def arrive(*offsets: int) -> list[list[bytes]]:
         return [
-            [r.value for r in await worker._skipped_records(Arrived(kafka.events_topic, 2, o))]
+            [r.value async for r in worker._skipped_records(Arrived(kafka.events_topic, 2, o))]
             for o in offsets
         ]
 

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -168,8 +169,9 @@ class StreamWorker:
         async for event in stream.events():
             message = event.message
             try:
-                for skipped in await self._skipped_records(message):
-                    await self._handle(skipped)
+                async with contextlib.aclosing(self._skipped_records(message)) as skipped:
+                    async for record in skipped:
+                        await self._handle(record)
                 await self._handle(message)
             except Exception as error:  # a bug must not stop the partition: dead-letter it
                 log.exception("record failed; dead-lettering it")
@@ -211,7 +213,7 @@ class StreamWorker:
             self._start_publishing(state, Completion.MAX_SIZE, final=final, now=now)
         self._track(state)
 
-    async def _skipped_records(self, message: Record) -> list[ConsumerRecord]:
+    async def _skipped_records(self, message: Record) -> AsyncIterator[ConsumerRecord]:
         """The records of the message's partition between the last one handled and this one.
 
         Faust can drop fetched records around a rebalance and then commit over the gap they
@@ -224,7 +226,7 @@ class StreamWorker:
         expected = self._next_offsets.get(partition)
         self._next_offsets[partition] = max(offset + 1, expected or 0)
         if expected is None or offset <= expected:
-            return []
+            return
         log.warning(
             "partition %d jumped from offset %d to %d: reading the records skipped",
             partition,
@@ -235,7 +237,8 @@ class StreamWorker:
         tp = TopicPartition(message.topic, partition)
         try:
             async with TopicReader(self.settings.bootstrap_servers, message.topic) as reader:
-                return [record async for record in reader.read(tp, expected, offset)]
+                async for record in reader.read(tp, expected, offset):
+                    yield record
         except (KafkaError, TimeoutError) as error:
             log.error(
                 "records %d to %d of partition %d were skipped and cannot be read (%r): "
@@ -245,7 +248,6 @@ class StreamWorker:
                 partition,
                 error,
             )
-            return []
 
     async def _control(self, command: str, body: dict[str, Any]) -> None:
         """Apply a control record: it names many traces of the partition it was sent to, so
