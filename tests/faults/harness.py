@@ -278,7 +278,15 @@ def wait_for_delivery(
         runs = run_ids(running.langsmith)
         return all(runs[t] >= n for t, n in runs_wanted.items())
 
-    eventually(langfuse_done, DELIVERY_TIMEOUT_S, f"Langfuse to hold {len(wanted)} spans")
+    try:
+        eventually(langfuse_done, DELIVERY_TIMEOUT_S, f"Langfuse to hold {len(wanted)} spans")
+    except AssertionError:
+        missing = wanted - {key.span_id for key in running.langfuse.receipts}
+        lacking = sorted(t for t, observations in traces.items() if missing & set(observations))
+        raise AssertionError(
+            f"Langfuse lacks {len(missing)} of {len(wanted)} spans, of {len(lacking)} traces: "
+            f"{lacking[:20]}"
+        ) from None
     eventually(langsmith_done, DELIVERY_TIMEOUT_S, f"LangSmith to hold {len(runs_wanted)} traces")
 
 
