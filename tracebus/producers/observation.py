@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracebus.producers.context import current
 from tracebus.schemas.ids import format_traceparent
-from tracebus.schemas.models import ObservationKind
+from tracebus.schemas.models import Level, ObservationKind
 from tracebus.schemas.usage import normalize_usage
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 UNSET: Any = object()
 KINDS = frozenset(kind.value for kind in ObservationKind)
-LEVELS = frozenset({"DEBUG", "DEFAULT", "WARNING", "ERROR"})
+LEVELS = frozenset(level.value for level in Level)
 # (attribute, event key) of the optional observation fields, in event order.
 OPTIONAL_FIELDS = (
     ("end_ns", "end_time_unix_nano"),

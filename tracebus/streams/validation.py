@@ -18,8 +18,16 @@ from typing import Any
 import orjson
 import pydantic_core
 
-from tracebus.schemas import Level, ObservationKind, ScoreDataType, ScoreSource, decode_batch
+from tracebus.schemas import (
+    Cost,
+    Level,
+    ObservationKind,
+    ScoreDataType,
+    ScoreSource,
+    decode_batch,
+)
 from tracebus.schemas.ids import INVALID_OBSERVATION_ID, INVALID_TRACE_ID
+from tracebus.schemas.models import Truncation
 from tracebus.schemas.usage import USAGE_FIELDS
 
 # pydantic's JSON parser (jiter) refuses deeper nesting (of objects; 201 arrays still pass);
@@ -33,19 +41,8 @@ _KINDS = frozenset(kind.value for kind in ObservationKind)
 _LEVELS = frozenset(level.value for level in Level)
 _SCORE_TYPES = frozenset(data_type.value for data_type in ScoreDataType)
 _SCORE_SOURCES = frozenset(source.value for source in ScoreSource)
-_COST_BUCKETS = frozenset(
-    {
-        "input",
-        "input_cache_read",
-        "input_cache_creation",
-        "input_audio",
-        "output",
-        "output_reasoning",
-        "output_audio",
-        "total",
-    }
-)
-_TRUNCATION_FIELDS = frozenset({"field", "original_bytes", "kept_bytes"})
+_COST_BUCKETS = frozenset(Cost.model_fields) - {"other"}  # `other` holds buckets of its own
+_TRUNCATION_FIELDS = frozenset(Truncation.model_fields)
 
 Check = Callable[[Any], bool]
 

@@ -36,6 +36,7 @@ from tracebus.gateway.langfuse.ids import (
 )
 from tracebus.gateway.langfuse.usage import usage_and_cost
 from tracebus.gateway.langfuse.validation import Fields, Issues, js_type
+from tracebus.schemas import Level
 
 INVALID = "Invalid request data"
 
@@ -64,7 +65,7 @@ _EVENT_TYPES = (
     "dataset-run-item-create",
     *_LEGACY,
 )
-_LEVELS = ("DEBUG", "DEFAULT", "WARNING", "ERROR")
+_LEVELS = tuple(level.value for level in Level)
 _SCORE_SOURCES = ("API", "EVAL", "ANNOTATION")
 _SCORE_TYPES = ("NUMERIC", "CATEGORICAL", "BOOLEAN", "CORRECTION", "TEXT")
 _TEXT_SCORE_MAX_LENGTH = 500

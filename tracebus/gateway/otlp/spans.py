@@ -28,7 +28,7 @@ from tracebus.gateway.otlp.input_output import input_output
 from tracebus.gateway.otlp.traces import TraceAttributes
 from tracebus.gateway.otlp.usage import read_cost, read_usage
 from tracebus.gateway.timestamps import fraction_nanos, unix_nano
-from tracebus.schemas import SCHEMA_VERSION
+from tracebus.schemas import SCHEMA_VERSION, ObservationKind
 from tracebus.sinks.langfuse.environment import langfuse_environment
 
 _LANGFUSE_SCOPE = "langfuse-sdk"
@@ -95,20 +95,8 @@ def _spans(request: ExportTraceServiceRequest) -> Iterator[tuple[str, Span, _Sco
 
 # --- reading one span ------------------------------------------------------------------------
 
-_KINDS = frozenset(
-    {
-        "span",
-        "generation",
-        "event",
-        "embedding",
-        "agent",
-        "tool",
-        "chain",
-        "retriever",
-        "guardrail",
-        "evaluator",
-    }
-)
+# Langfuse's observation types are tracebus's kinds.
+_KINDS = frozenset(kind.value for kind in ObservationKind)
 _OPENINFERENCE_KINDS = {
     "LLM": "generation",
     "CHAIN": "chain",
