@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import ConsumerRecord
 from conftest import eventually, fresh_settings
 from stream_helpers import WorkerProcess, metric, of_traces, read_documents
 
@@ -14,8 +14,8 @@ import tracebus
 from tracebus.config import KafkaSettings
 from tracebus.kafka import EmbeddedBroker
 from tracebus.kafka.broker import free_port
-from tracebus.ops.groups import admin_client, committed_offsets
-from tracebus.ops.topic_reader import offset_bounds
+from tracebus.ops.groups import GroupStatus, group_statuses
+from tracebus.ops.topic_reader import TopicReader
 
 
 @pytest.mark.timeout(240)
@@ -140,54 +140,40 @@ def start_open_traces(client: tracebus.Client, count: int) -> list[tracebus.Obse
     return roots
 
 
+async def stream_group(settings: KafkaSettings) -> GroupStatus:
+    """The stream's consumer group on the events topic: committed and end offsets."""
+    app_id = f"stream-{settings.events_topic}"
+    statuses = await group_statuses(settings, stream_app_id=app_id, extra_groups=[app_id])
+    (status,) = [s for s in statuses if s.group == app_id]
+    return status
+
+
 async def uncommitted(settings: KafkaSettings) -> int:
     """Records of the events topic the stream's consumer group has not committed."""
-    partitions = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
-    await consumer.start()
-    try:
-        bounds = await offset_bounds(consumer, partitions)
-    finally:
-        await consumer.stop()
-    async with admin_client(settings.bootstrap_servers) as admin:
-        committed = await committed_offsets(admin, f"stream-{settings.events_topic}", partitions)
-    return sum(bounds[tp].end - (committed[tp] or 0) for tp in partitions)
+    return (await stream_group(settings)).lag
+
+
+async def whole_topic(settings: KafkaSettings, topic: str) -> list[ConsumerRecord]:
+    async with TopicReader(settings.bootstrap_servers, topic) as reader:
+        bounds = await reader.bounds()
+        return [r for tp, b in bounds.items() async for r in reader.read(tp, b.start, b.end)]
 
 
 async def whereabouts(settings: KafkaSettings, expected: set[str]) -> str:
     """Where the expected traces that were not published are in the events topic, against what
     the stream's group committed: what a failure needs to tell a lost record from a stuck one."""
-    events = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
-    traces = [TopicPartition(settings.traces_topic, p) for p in range(settings.partitions)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
-    await consumer.start()
-    try:
-        reported = await consumer.end_offsets(events)
-        bounds = await offset_bounds(consumer, events + traces)
-        consumer.assign(events + traces)
-        for tp in events + traces:
-            consumer.seek(tp, bounds[tp].start)
-        records = []
-        unread = {tp for tp in events + traces if bounds[tp].count}
-        while unread:
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                records.extend(batch)
-            unread = {tp for tp in unread if await consumer.position(tp) < bounds[tp].end}
-    finally:
-        await consumer.stop()
-    async with admin_client(settings.bootstrap_servers) as admin:
-        committed = await committed_offsets(admin, f"stream-{settings.events_topic}", events)
-    published = {r.key.decode() for r in records if r.topic == settings.traces_topic}
+    published = {r.key.decode() for r in await whole_topic(settings, settings.traces_topic)}
+    events = await whole_topic(settings, settings.events_topic)
     missing = expected - published
     lines = [f"{len(missing)} of {len(expected)} traces never published"]
-    for tp in events:
+    for p in (await stream_group(settings)).partitions:
         found = [
             f"{r.offset}:{r.key.decode()[:8]}"
-            for r in records
-            if r.topic == tp.topic and r.partition == tp.partition and r.key.decode() in missing
+            for r in events
+            if r.partition == p.partition and r.key.decode() in missing
         ]
         lines.append(
-            f"events partition {tp.partition}: committed {committed[tp]}, end {bounds[tp].end}"
-            f" (reported {reported[tp]}); records of missing traces {found}"
+            f"events partition {p.partition}: committed {p.committed}, end {p.bounds.end}; "
+            f"records of missing traces {found}"
         )
     return "\n".join(lines)

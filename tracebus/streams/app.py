@@ -169,9 +169,12 @@ class StreamWorker:
         async for event in stream.events():
             message = event.message
             try:
-                async with contextlib.aclosing(self._skipped_records(message)) as skipped:
-                    async for record in skipped:
-                        await self._handle(record)
+                gap = self._gap_before(message)
+                if gap:
+                    skipped = self._skipped_records(message.topic, message.partition, gap)
+                    async with contextlib.aclosing(skipped):
+                        async for record in skipped:
+                            await self._handle(record)
                 await self._handle(message)
             except Exception as error:  # a bug must not stop the partition: dead-letter it
                 log.exception("record failed; dead-lettering it")
@@ -213,38 +216,41 @@ class StreamWorker:
             self._start_publishing(state, Completion.MAX_SIZE, final=final, now=now)
         self._track(state)
 
-    async def _skipped_records(self, message: Record) -> AsyncIterator[ConsumerRecord]:
-        """The records of the message's partition between the last one handled and this one.
+    def _gap_before(self, message: Record) -> range:
+        """The offsets of the message's partition between the last record handled and this one.
 
         Faust can drop fetched records around a rebalance and then commit over the gap they
         leave (faust-streaming#606, #221): those records would be lost. The events topic has no
-        gaps of its own (no compaction, no transactions), so a gap is read here and handled
-        before the message, still within its partition (so table writes go to the right
-        changelog partition). A record that comes twice is applied once (event ids), and
-        control records are idempotent."""
+        gaps of its own (no compaction, no transactions), so a gap is read and handled before
+        the message, still within its partition (so table writes go to the right changelog
+        partition). A record that comes twice is applied once (event ids), and control records
+        are idempotent."""
         partition, offset = message.partition, message.offset
         expected = self._next_offsets.get(partition)
         self._next_offsets[partition] = max(offset + 1, expected or 0)
-        if expected is None or offset <= expected:
-            return
+        return range(0) if expected is None else range(expected, offset)
+
+    async def _skipped_records(
+        self, topic: str, partition: int, gap: range
+    ) -> AsyncIterator[ConsumerRecord]:
         log.warning(
             "partition %d jumped from offset %d to %d: reading the records skipped",
             partition,
-            expected,
-            offset,
+            gap.start,
+            gap.stop,
         )
-        self.metrics.skipped_records.inc(offset - expected)
-        tp = TopicPartition(message.topic, partition)
+        self.metrics.skipped_records.inc(len(gap))
         try:
-            async with TopicReader(self.settings.bootstrap_servers, message.topic) as reader:
-                async for record in reader.read(tp, expected, offset):
+            tp = TopicPartition(topic, partition)
+            async with TopicReader(self.settings.bootstrap_servers, topic) as reader:
+                async for record in reader.read(tp, gap.start, gap.stop):
                     yield record
         except (KafkaError, TimeoutError) as error:
             log.error(
                 "records %d to %d of partition %d were skipped and cannot be read (%r): "
                 "their events are missing from their traces",
-                expected,
-                offset - 1,
+                gap.start,
+                gap.stop - 1,
                 partition,
                 error,
             )
