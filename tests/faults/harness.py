@@ -27,6 +27,7 @@ from sink_helpers import SinkProcess
 from standins.langfuse import LangfuseStandIn
 from standins.langsmith import LangSmithStandIn
 from streams.stream_helpers import WorkerProcess
+from whereabouts import stream_app_id, whereabouts
 from workers import CliWorker
 
 import tracebus
@@ -283,9 +284,10 @@ def wait_for_delivery(
     except AssertionError:
         missing = wanted - {key.span_id for key in running.langfuse.receipts}
         lacking = sorted(t for t, observations in traces.items() if missing & set(observations))
+        groups = [stream_app_id(running.settings), "tracebus-sink-langfuse"]
         raise AssertionError(
-            f"Langfuse lacks {len(missing)} of {len(wanted)} spans, of {len(lacking)} traces: "
-            f"{lacking[:20]}"
+            f"Langfuse lacks {len(missing)} of {len(wanted)} spans, of {len(lacking)} traces\n"
+            + asyncio.run(whereabouts(running.settings, set(lacking), groups))
         ) from None
     eventually(langsmith_done, DELIVERY_TIMEOUT_S, f"LangSmith to hold {len(runs_wanted)} traces")
 

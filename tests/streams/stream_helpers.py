@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 from conftest import consume, eventually
+from whereabouts import stream_app_id
 from workers import CliWorker
 
 from tracebus.config import KafkaSettings
@@ -30,7 +31,7 @@ class WorkerProcess(CliWorker):
         environment = {
             **WORKER_ENV,
             **env,
-            "TRACEBUS_APP_ID": f"stream-{settings.events_topic}",
+            "TRACEBUS_APP_ID": stream_app_id(settings),
             **settings.worker_env(),
         }
         super().__init__(["stream"], environment, log_dir / f"stream-{uuid.uuid4().hex[:6]}.log")

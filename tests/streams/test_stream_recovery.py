@@ -6,16 +6,14 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from aiokafka import ConsumerRecord
 from conftest import eventually, fresh_settings
 from stream_helpers import WorkerProcess, metric, of_traces, read_documents
+from whereabouts import group_status, stream_app_id, whereabouts, whole_topic
 
 import tracebus
 from tracebus.config import KafkaSettings
 from tracebus.kafka import EmbeddedBroker
 from tracebus.kafka.broker import free_port
-from tracebus.ops.groups import GroupStatus, group_statuses
-from tracebus.ops.topic_reader import TopicReader
 
 
 @pytest.mark.timeout(240)
@@ -58,7 +56,7 @@ def test_a_killed_worker_loses_no_trace_and_publishes_nothing_twice(
         try:
             documents = read_documents(settings, of_traces(expected), timeout=150)
         except AssertionError:
-            raise AssertionError(asyncio.run(whereabouts(settings, expected))) from None
+            raise AssertionError(asyncio.run(never_published(settings, expected))) from None
     finally:
         client.close()
         for worker in workers:
@@ -140,40 +138,12 @@ def start_open_traces(client: tracebus.Client, count: int) -> list[tracebus.Obse
     return roots
 
 
-async def stream_group(settings: KafkaSettings) -> GroupStatus:
-    """The stream's consumer group on the events topic: committed and end offsets."""
-    app_id = f"stream-{settings.events_topic}"
-    statuses = await group_statuses(settings, stream_app_id=app_id, extra_groups=[app_id])
-    (status,) = [s for s in statuses if s.group == app_id]
-    return status
-
-
 async def uncommitted(settings: KafkaSettings) -> int:
     """Records of the events topic the stream's consumer group has not committed."""
-    return (await stream_group(settings)).lag
+    return (await group_status(settings, stream_app_id(settings))).lag
 
 
-async def whole_topic(settings: KafkaSettings, topic: str) -> list[ConsumerRecord]:
-    async with TopicReader(settings.bootstrap_servers, topic) as reader:
-        bounds = await reader.bounds()
-        return [r for tp, b in bounds.items() async for r in reader.read(tp, b.start, b.end)]
-
-
-async def whereabouts(settings: KafkaSettings, expected: set[str]) -> str:
-    """Where the expected traces that were not published are in the events topic, against what
-    the stream's group committed: what a failure needs to tell a lost record from a stuck one."""
+async def never_published(settings: KafkaSettings, expected: set[str]) -> str:
+    """Where the expected traces that were not published are in the events topic."""
     published = {r.key.decode() for r in await whole_topic(settings, settings.traces_topic)}
-    events = await whole_topic(settings, settings.events_topic)
-    missing = expected - published
-    lines = [f"{len(missing)} of {len(expected)} traces never published"]
-    for p in (await stream_group(settings)).partitions:
-        found = [
-            f"{r.offset}:{r.key.decode()[:8]}"
-            for r in events
-            if r.partition == p.partition and r.key.decode() in missing
-        ]
-        lines.append(
-            f"events partition {p.partition}: committed {p.committed}, end {p.bounds.end}; "
-            f"records of missing traces {found}"
-        )
-    return "\n".join(lines)
+    return await whereabouts(settings, expected - published, [stream_app_id(settings)])
