@@ -65,6 +65,11 @@ def publish(settings: KafkaSettings, documents: list[TraceDocument]) -> None:
     asyncio.run(send())
 
 
+def sink_group(settings: KafkaSettings) -> str:
+    """The sink workers' consumer group in tests: one per set of topics."""
+    return f"sink-{settings.traces_topic}"
+
+
 class SinkProcess(CliWorker):
     """`tracebus sink DESTINATION` in a subprocess, with its log kept for failures."""
 
@@ -74,7 +79,7 @@ class SinkProcess(CliWorker):
         self, destination: str, settings: KafkaSettings, log_dir: Path, **env: str
     ) -> None:
         environment = {
-            "TRACEBUS_GROUP_ID": f"sink-{settings.traces_topic}",
+            "TRACEBUS_GROUP_ID": sink_group(settings),
             **settings.worker_env(),
             "TRACEBUS_LINGER_MS": "50",
             "TRACEBUS_RETRY_INITIAL_S": "0.1",

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conftest import eventually
-from sink_helpers import SinkProcess
+from sink_helpers import SinkProcess, sink_group
 from standins.langfuse import LangfuseStandIn
 from standins.langsmith import LangSmithStandIn
 from streams.stream_helpers import WorkerProcess
@@ -284,7 +284,7 @@ def wait_for_delivery(
     except AssertionError:
         missing = wanted - {key.span_id for key in running.langfuse.receipts}
         lacking = sorted(t for t, observations in traces.items() if missing & set(observations))
-        groups = [stream_app_id(running.settings), "tracebus-sink-langfuse"]
+        groups = [stream_app_id(running.settings), sink_group(running.settings)]
         raise AssertionError(
             f"Langfuse lacks {len(missing)} of {len(wanted)} spans, of {len(lacking)} traces\n"
             + asyncio.run(whereabouts(running.settings, set(lacking), groups))
