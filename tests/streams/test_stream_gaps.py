@@ -1,5 +1,6 @@
 """Records the consumer skips (Faust drops some around a rebalance) are read and handled when
-the gap shows, so a commit over the gap loses nothing."""
+the gap shows, so a commit over the gap loses nothing; a partition whose records stop reaching
+the agent is woken, so that the gap shows even when no later record comes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 from ops.ops_helpers import write_records
 
 from tracebus.config import KafkaSettings
-from tracebus.streams.app import StreamWorker
+from tracebus.streams.app import _STALL_S, StreamWorker
 from tracebus.streams.pricing import PriceBook
 from tracebus.streams.settings import StreamSettings
 
@@ -40,3 +41,19 @@ def test_a_gap_in_a_partition_is_read_from_the_broker_and_nothing_else(
     # 0 and 1 in order, then 5: 2 to 4 were skipped; 3 again later (a re-delivery) is no gap.
     assert asyncio.run(arrive(0, 1, 5, 3)) == [[], [], [b"r2", b"r3", b"r4"], []]
     assert worker.metrics.registry.get_sample_value("tracebus_stream_skipped_records_total") == 3
+
+
+def test_a_partition_with_records_past_its_next_offset_and_none_handled_for_a_while_is_stalled(
+    kafka: KafkaSettings,
+) -> None:
+    worker = StreamWorker(StreamSettings(**kafka.model_dump()), PriceBook())
+    for partition, offset in ((0, 4), (1, 2), (2, 6), (3, 0)):
+        worker._gap_before(Arrived(kafka.events_topic, partition, offset))
+    moved = max(worker._moved_at.values())
+    # Ends as last fetched: 0 has records past offset 5, 1 has none, 2 and 3 were never fetched.
+    ends = {0: 9, 1: 3, 2: None}
+
+    assert worker._stalled(ends, moved + _STALL_S / 2) == [], "a busy agent is no stall"
+    assert worker._stalled(ends, moved + _STALL_S) == [0]
+    worker._gap_before(Arrived(kafka.events_topic, 0, 5))
+    assert worker._stalled(ends, moved + _STALL_S) == [], "a record handled is progress"

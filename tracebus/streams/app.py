@@ -39,6 +39,7 @@ import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from faust.exceptions import NotReady
+from faust.types import TP
 
 from tracebus.observability import Heartbeat
 from tracebus.ops.groups import admin_client, committed_offsets
@@ -67,7 +68,7 @@ from tracebus.streams.assembly import (
 from tracebus.streams.index import DeadlineIndex
 from tracebus.streams.metrics import StreamMetrics
 from tracebus.streams.settings import StreamSettings
-from tracebus.streams.transport import EndProbingTransport
+from tracebus.streams.transport import StreamTransport
 from tracebus.streams.validation import parse_record
 
 log = logging.getLogger("tracebus.stream")
@@ -76,6 +77,9 @@ CONTROL_KEY = b"tracebus-control"
 REASON_HEADER = "tracebus-reason"
 _NS = 1_000_000_000
 _PUBLISH_RETRY_S = 1.0
+# A partition with records past its next offset and none handled this long is woken (see
+# `_wake_stalled`): far longer than records wait in Faust's buffers on a busy worker.
+_STALL_S = 10.0
 
 
 class Record(Protocol):
@@ -115,8 +119,10 @@ class StreamWorker:
         # Revisions this worker has queued: a second `close` for them must not publish again.
         self._queued_revisions: dict[str, int] = {}
         self._queued = asyncio.Event()
-        # Per partition: the offset of the next record (see `_skipped_records`).
+        # Per partition: the offset of the next record (see `_skipped_records`), and when
+        # (monotonic) it last moved.
         self._next_offsets: dict[int, int] = {}
+        self._moved_at: dict[int, float] = {}
         self.app = self._build_app()
 
     def _build_app(self) -> faust.App:
@@ -147,7 +153,7 @@ class StreamWorker:
             key_serializer="raw",
             value_serializer="raw",
         )
-        app.transport = EndProbingTransport(app.conf.broker_consumer, app)
+        app.transport = StreamTransport(app.conf.broker_consumer, app)
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
         self.events_topic = app.topic(s.events_topic, partitions=s.partitions, **raw)
         self.traces_topic = app.topic(s.traces_topic, partitions=s.partitions, **raw)
@@ -156,6 +162,7 @@ class StreamWorker:
         self.table.on_recover(self._recover)
         app.agent(self.events_topic, name="assemble")(self._assemble)
         app.timer(s.tick_s)(self._tick)
+        app.timer(_STALL_S / 2)(self._wake_stalled)
         app.task(self._publisher)
         # Faust flushes (and warns "producer buffer full") past 100 queued messages; a burst of
         # records queues a few table writes each, so that routine back-pressure would warn at
@@ -227,7 +234,9 @@ class StreamWorker:
         are idempotent."""
         partition, offset = message.partition, message.offset
         expected = self._next_offsets.get(partition)
-        self._next_offsets[partition] = max(offset + 1, expected or 0)
+        if expected is None or offset >= expected:
+            self._next_offsets[partition] = offset + 1
+            self._moved_at[partition] = time.monotonic()
         return range(0) if expected is None else range(expected, offset)
 
     async def _skipped_records(
@@ -258,6 +267,8 @@ class StreamWorker:
     async def _control(self, command: str, body: dict[str, Any]) -> None:
         """Apply a control record: it names many traces of the partition it was sent to, so
         Faust's per-record cost is paid once per tick or publication round, not per trace."""
+        if command == "wake":
+            return  # its arrival alone shows a gap before it (see `_wake_stalled`)
         now = time.time_ns()
         if command == "published":
             for trace_id, revision, final in body["traces"]:
@@ -434,8 +445,9 @@ class StreamWorker:
             for tp in self.app.assignor.assigned_actives()
             if tp.topic == self.settings.events_topic
         }
-        # Faust reads each partition again from its committed offset.
+        # Faust reads each partition again from its committed offset (see `transport.py`).
         self._next_offsets = await self._resume_offsets(active)
+        self._moved_at = dict.fromkeys(self._next_offsets, time.monotonic())
         self.states = {t: s for t, s in self.states.items() if s.partition in active}
         rebuilt = rebuild(self.table.items(), skip=self.states.keys())
         self.states.update((t, s) for t, s in rebuilt.items() if s.partition in active)
@@ -473,6 +485,42 @@ class StreamWorker:
         }
         log.info("resuming partitions at offsets %s", offsets)
         return offsets
+
+    async def _wake_stalled(self) -> None:
+        """Faust can take a partition's records from the broker without handing them to the
+        agent. The next record shows the gap (`_gap_before`); when none comes, a stalled
+        partition gets one: a `wake` control record."""
+        if self.app.rebalancing or not self.app.flow_control.is_active():
+            return
+        topic = self.settings.events_topic
+        ends: dict[int, int | None] = {}
+        for partition in self._next_offsets:
+            with contextlib.suppress(AssertionError):  # no longer assigned: a rebalance began
+                ends[partition] = self.app.consumer.highwater(TP(topic, partition))
+        now = time.monotonic()
+        for partition in self._stalled(ends, now):
+            log.warning(
+                "partition %d has records up to offset %d, but none from offset %d reached the "
+                "agent in %.0fs: waking it",
+                partition,
+                ends[partition] - 1,
+                self._next_offsets[partition],
+                now - self._moved_at[partition],
+            )
+            self.metrics.wakes.inc()
+            self._moved_at[partition] = now
+            await self._send_control(partition, "wake", [])
+
+    def _stalled(self, ends: dict[int, int | None], now: float) -> list[int]:
+        """The partitions with records past their next offset (`ends`: each one's end offset
+        as last fetched) and none handled for `_STALL_S`."""
+        return [
+            partition
+            for partition, end in ends.items()
+            if end is not None
+            and end > self._next_offsets[partition]
+            and now - self._moved_at.get(partition, now) >= _STALL_S
+        ]
 
     # -- time-based decisions and publication ---------------------------------------------------
 

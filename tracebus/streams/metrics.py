@@ -48,6 +48,11 @@ class StreamMetrics:
             "handled when the gap showed",
             registry=r,
         )
+        self.wakes = Counter(
+            "tracebus_stream_partition_wakes",
+            "Partitions whose records stopped reaching the agent, woken with a control record",
+            registry=r,
+        )
         self.open_traces = Gauge("tracebus_stream_open_traces", "Traces held", registry=r)
         self.open_bytes = Gauge(
             "tracebus_stream_open_bytes", "Bytes of traces being assembled", registry=r

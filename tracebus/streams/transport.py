@@ -1,14 +1,24 @@
-"""Faust's aiokafka transport, with changelog ends that hold on every Kafka-compatible broker.
+"""Faust's aiokafka transport, with two corrections so that no record is lost on rebalances on
+any Kafka-compatible broker:
 
-Faust recovers a table by reading its changelog up to the end offset the broker reports and
-then stops. Some compatible brokers (tansu, the embedded broker) report the first offset of a
-partition's last record batch + 1, so recovery would drop the rest of that batch: the table
-writes of the last burst before a crash. The end is therefore probed by reading (see
-`tracebus.ops.topic_reader.offset_bounds`); with Apache Kafka the probe changes nothing."""
+- **Changelog ends that hold.** Faust recovers a table by reading its changelog up to the end
+  offset the broker reports, then stops. Some compatible brokers (tansu, the embedded broker)
+  report the first offset of a partition's last record batch + 1, so recovery would drop the
+  rest of that batch: the table writes of the last burst before a crash. The end is therefore
+  probed by reading (see `tracebus.ops.topic_reader.offset_bounds`); with Apache Kafka the probe
+  changes nothing.
+- **Seeking back where nothing is committed.** Faust drops records it has fetched when its flow
+  stops (a rebalance begins) and seeks every partition back to its committed offset to read
+  them again. aiokafka's seek leaves a partition with no committed offset (or offset 0) where it
+  is: past the dropped records, which nobody would then handle. Such a partition of a stream
+  topic is sought to its log start, where the group would begin it (`auto_offset_reset` is
+  earliest)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -16,23 +26,49 @@ from faust.types import TP
 
 from tracebus.ops.topic_reader import offset_bounds
 
+log = logging.getLogger("tracebus.stream")
 
-class EndProbingConsumer(faust_aiokafka.Consumer):
+
+class StreamConsumer(faust_aiokafka.Consumer):
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         if not partitions:
             return {}
+        async with self._probe() as probe:
+            bounds = await offset_bounds(probe, [_aiokafka_tp(tp) for tp in partitions])
+        return {tp: bounds[_aiokafka_tp(tp)].end for tp in partitions}
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        committed = await super().seek_to_committed()
+        unsought = sorted(
+            tp for tp, offset in committed.items() if not offset and not self._is_changelog_tp(tp)
+        )
+        if unsought:
+            async with self._probe() as probe:
+                starts = await probe.beginning_offsets([_aiokafka_tp(tp) for tp in unsought])
+            log.info(
+                "no committed offset: reading %s from the log start",
+                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in unsought),
+            )
+            for tp in unsought:
+                await self.seek(tp, starts[_aiokafka_tp(tp)])
+        return committed
+
+    @asynccontextmanager
+    async def _probe(self) -> AsyncIterator[AIOKafkaConsumer]:
+        """A group-less consumer of its own: the group's one belongs to Faust's thread."""
         transport = self.transport
         servers = faust_aiokafka.server_list(transport.url, transport.default_port)
         probe = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
         await probe.start()
         try:
-            bounds = await offset_bounds(
-                probe, [TopicPartition(tp.topic, tp.partition) for tp in partitions]
-            )
+            yield probe
         finally:
             await probe.stop()
-        return {tp: bounds[TopicPartition(tp.topic, tp.partition)].end for tp in partitions}
 
 
-class EndProbingTransport(faust_aiokafka.Transport):
-    Consumer = EndProbingConsumer
+class StreamTransport(faust_aiokafka.Transport):
+    Consumer = StreamConsumer
+
+
+def _aiokafka_tp(tp: TP) -> TopicPartition:
+    return TopicPartition(tp.topic, tp.partition)
