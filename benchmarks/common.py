@@ -65,6 +65,18 @@ def prepare_profile_dir(args: argparse.Namespace, prefix: str) -> None:
         args.profile_dir.mkdir(parents=True, exist_ok=True)
 
 
+def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """A copy of the run with the median `key`, holding every run's `key` in run order as
+    `<key>_per_round`; the first failed run instead when any failed."""
+    failed = [run for run in runs if "error" in run]
+    if failed:
+        return failed[0]
+    ordered = sorted(runs, key=lambda run: run[key])
+    median = dict(ordered[(len(ordered) - 1) // 2])
+    median[f"{key}_per_round"] = [run[key] for run in runs]
+    return median
+
+
 def write_json(path: Path | None, report: dict[str, Any], default: Any = None) -> None:
     """Every figure of `report` to `path` (`--json`), if given."""
     if path:

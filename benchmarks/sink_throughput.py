@@ -57,6 +57,7 @@ from common import (
     hex_id,
     hottest_lines,
     in_round,
+    median_run,
     new_table,
     plan_tree,
     prepare_profile_dir,
@@ -867,13 +868,9 @@ def run_sdk(
 
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The run with the median traces/s (the first error when any run failed)."""
-    failed = [row for row in rows if "error" in row]
-    if failed:
-        return failed[0]
-    ordered = sorted(rows, key=lambda row: row["traces_per_s"])
-    chosen = dict(ordered[(len(ordered) - 1) // 2])
-    chosen["traces_per_s_per_round"] = [row["traces_per_s"] for row in rows]
-    chosen["cpu_s_per_1k_traces_per_round"] = [row.get("cpu_s_per_1k_traces") for row in rows]
+    chosen = median_run(rows, "traces_per_s")
+    if "error" not in chosen:
+        chosen["cpu_s_per_1k_traces_per_round"] = [row.get("cpu_s_per_1k_traces") for row in rows]
     return chosen
 
 

@@ -8,7 +8,9 @@ trace with all its events) and split into records of a few events each. Then, on
 other on the same input: a raw aiokafka consume → group by trace → produce loop (the ceiling,
 `--ceiling`, internal) in a subprocess of this script, and a real `tracebus stream` worker
 subprocess. Each is timed from the moment it processed its first input record to the last
-document it published. A last run measures the resident memory a worker needs per open trace.
+document it published; the two alternate for `--rounds` rounds (each round on topics of its own)
+and the median round of each is reported, since one run swings by a third on a shared machine.
+A last run measures the resident memory a worker needs per open trace.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from random import Random
 from typing import Any, NoReturn
@@ -52,6 +54,7 @@ from common import (
     fmt,
     hex_id,
     hottest_lines,
+    median_run,
     new_table,
     open_consumer,
     plan_tree,
@@ -534,6 +537,7 @@ class Config:
     timeout_s: float
     py_spy: str | None
     profile_dir: Path | None
+    rounds: int = 1
 
 
 @dataclass(frozen=True)
@@ -544,9 +548,16 @@ class Topics:
     ceiling: str
 
     @classmethod
-    def named(cls, name: str) -> Topics:
-        prefix = f"bench.stream.{name}"
+    def named(cls, name: str, round_: int = 0) -> Topics:
+        """Topics of their own for each round: the tracebus worker writes control records to
+        its input topic, which the next round's runs must not read."""
+        prefix = f"bench.stream.{name}.r{round_}"
         return cls(f"{prefix}.events", f"{prefix}.traces", f"{prefix}.deadletter", f"{prefix}.out")
+
+    @property
+    def run_name(self) -> str:
+        """The input and round, e.g. `whole.r0`: names the run's logs and profile."""
+        return self.traces.removeprefix("bench.stream.").removesuffix(".traces")
 
     def partitions(self) -> dict[str, int]:
         return {self.events: PARTITIONS, self.traces: PARTITIONS, self.dead_letter: 1} | {
@@ -624,7 +635,7 @@ def run_tracebus(
     bootstrap: str, topics: Topics, workload: Workload, records: int, config: Config, work: Path
 ) -> dict[str, Any]:
     env = worker_env(bootstrap, topics, work / "data")
-    name = topics.events.split(".")[2]
+    name = topics.run_name
     worker = Child(WORKER_COMMAND, work / f"tracebus-{name}.log", env)
     profiler = None
     try:
@@ -655,7 +666,7 @@ def run_tracebus(
 def run_ceiling(
     bootstrap: str, topics: Topics, workload: Workload, records: int, config: Config, work: Path
 ) -> dict[str, Any]:
-    name = topics.events.split(".")[2]
+    name = topics.run_name
     command = [sys.executable, str(Path(__file__).resolve()), "--ceiling", "--bootstrap"]
     command += [bootstrap, "--source", topics.events, "--sink", topics.ceiling]
     command += ["--group", f"bench-ceiling-{uuid.uuid4().hex[:8]}"]
@@ -786,6 +797,9 @@ def row_note(row: dict[str, Any]) -> str:
     if "error" in row:
         return f"ERROR {row['error'][:160]}"
     notes = [f"joined in {fmt(row.get('startup_s'), 1)} s"]
+    rounds = row.get("spans_per_s_per_round", [])
+    if len(rounds) > 1:
+        notes.append(f"median of {len(rounds)} rounds ({fmt(min(rounds))}–{fmt(max(rounds))})")
     if row["implementation"] == "tracebus":
         done = row["completed_by"]
         notes.append(", ".join(f"{k} {v:,}" for k, v in sorted(done.items())))
@@ -884,31 +898,53 @@ def profile_lines(report: dict[str, Any]) -> list[str]:
 # -- orchestration ---------------------------------------------------------------------------------
 
 
+def median_of_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median spans/s, with the profile summary of the run that was profiled."""
+    median = median_run(runs, "spans_per_s")
+    profiled = [run for run in runs if run.get("profile_summary")]
+    if profiled and "error" not in median:
+        median["profile_summary"] = profiled[0]["profile_summary"]
+    return median
+
+
 def run_benchmark(config: Config) -> dict[str, Any]:
     progress(f"generating {config.traces:,} traces")
     workload = build_workload(config.traces, config.events_per_record, config.seed)
     inputs = {"whole": workload.whole, "split": workload.split}
-    topics = {name: Topics.named(name) for name in [*inputs, "memory"]}
-    every_topic = {t: n for named in topics.values() for t, n in named.partitions().items()}
+    every_topic = {
+        topic: count
+        for topics in [
+            *(Topics.named(name, round_) for name in inputs for round_ in range(config.rounds)),
+            Topics.named("memory"),
+        ]
+        for topic, count in topics.partitions().items()
+    }
     throughput: dict[str, dict[str, dict[str, Any]]] = {}
     with embedded_broker(every_topic, "tracebus-stream-bench-") as (bootstrap, work):
         for name, records in inputs.items():
-            progress(f"producing {len(records):,} records ({name})")
-            send_input(bootstrap, topics[name].events, records)
+            for round_ in range(config.rounds):
+                progress(f"producing {len(records):,} records ({name}, round {round_ + 1})")
+                send_input(bootstrap, Topics.named(name, round_).events, records)
         for name, records in inputs.items():
-            rows = throughput[name] = {}
-            for implementation, run in (("ceiling", run_ceiling), ("tracebus", run_tracebus)):
-                progress(f"{name}: {implementation}")
-                try:
-                    row = run(bootstrap, topics[name], workload, len(records), config, work)
-                except Exception as error:
-                    row = {"implementation": implementation, "error": repr(error)}
-                if row.get("profile") and Path(row["profile"]).exists():
-                    row["profile_summary"] = profile_summary(Path(row["profile"]))
-                rows[implementation] = row
+            # Rounds alternate the two, so that both meet the machine's ups and downs alike.
+            runs: dict[str, list[dict[str, Any]]] = {"ceiling": [], "tracebus": []}
+            for round_ in range(config.rounds):
+                # One profile is enough, and a profiled run is a slower one.
+                round_config = config if round_ == 0 else replace(config, py_spy=None)
+                for implementation, run in (("ceiling", run_ceiling), ("tracebus", run_tracebus)):
+                    progress(f"{name}, round {round_ + 1} of {config.rounds}: {implementation}")
+                    topics = Topics.named(name, round_)
+                    try:
+                        row = run(bootstrap, topics, workload, len(records), round_config, work)
+                    except Exception as error:
+                        row = {"implementation": implementation, "error": repr(error)}
+                    if row.get("profile") and Path(row["profile"]).exists():
+                        row["profile_summary"] = profile_summary(Path(row["profile"]))
+                    runs[implementation].append(row)
+            throughput[name] = {impl: median_of_rounds(r) for impl, r in runs.items()}
         progress(f"memory: {config.open_traces:,} open traces")
         try:
-            memory = measure_memory(bootstrap, topics["memory"], config, work)
+            memory = measure_memory(bootstrap, Topics.named("memory"), config, work)
         except Exception as error:
             memory = {"error": repr(error)}
     return {
@@ -919,6 +955,7 @@ def run_benchmark(config: Config) -> dict[str, Any]:
             "partitions": PARTITIONS,
             "worker_env": WORKER_ENV,
             "seed": config.seed,
+            "rounds": config.rounds,
         },
         "workload": {
             "traces": workload.traces,
@@ -942,7 +979,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--events-per-record", type=int, default=5, help="events per record of the split input"
     )
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated traces")
-    add_run_arguments(parser, quick="500 traces, 800 open", timeout=120.0)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="runs of each implementation on each input, alternating; the median is reported",
+    )
+    add_run_arguments(parser, quick="500 traces, 800 open, 1 round", timeout=120.0)
     add_profile_arguments(parser, what="profile the tracebus workers")
     internal = parser.add_argument_group("internal (the ceiling in a child process)")
     internal.add_argument("--ceiling", action="store_true", help=argparse.SUPPRESS)
@@ -952,9 +995,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     internal.add_argument("--group", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.traces, args.open_traces, args.timeout = 500, 800, 45.0
+        args.traces, args.open_traces, args.timeout, args.rounds = 500, 800, 45.0, 1
     if min(args.traces, args.open_traces, args.events_per_record) < 2:
         parser.error("counts must be at least 2")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     prepare_profile_dir(args, "tracebus-stream-profile-")
     return args
 
@@ -971,6 +1016,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_s=args.timeout,
         py_spy=args.py_spy,
         profile_dir=args.profile_dir,
+        rounds=args.rounds,
     )
     with children_killed():
         report = run_benchmark(config)
