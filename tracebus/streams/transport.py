@@ -39,17 +39,17 @@ class StreamConsumer(faust_aiokafka.Consumer):
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()
-        unsought = sorted(
+        uncommitted = sorted(
             tp for tp, offset in committed.items() if not offset and not self._is_changelog_tp(tp)
         )
-        if unsought:
+        if uncommitted:
             async with self._probe() as probe:
-                starts = await probe.beginning_offsets([_aiokafka_tp(tp) for tp in unsought])
+                starts = await probe.beginning_offsets([_aiokafka_tp(tp) for tp in uncommitted])
             log.info(
                 "no committed offset: reading %s from the log start",
-                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in unsought),
+                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in uncommitted),
             )
-            for tp in unsought:
+            for tp in uncommitted:
                 await self.seek(tp, starts[_aiokafka_tp(tp)])
         return committed
 
