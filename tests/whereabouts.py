@@ -37,18 +37,15 @@ async def whereabouts(settings: KafkaSettings, missing: set[str], groups: list[s
     lines = [f"{len(missing)} traces missing, e.g. {sorted(missing)[:5]}"]
     for group in groups:
         status = await group_status(settings, group)
-        for topic in status.topics:
-            records = await whole_topic(settings, topic)
-            for p in status.partitions:
-                found = [
-                    r.offset
-                    for r in records
-                    if r.partition == p.partition
-                    and r.key is not None
-                    and r.key.decode() in missing
-                ]
-                lines.append(
-                    f"{topic}[{p.partition}] read by {group}: committed {p.committed}, "
-                    f"end {p.bounds.end}; records of missing traces at {found}"
-                )
+        records = {topic: await whole_topic(settings, topic) for topic in status.topics}
+        for p in status.partitions:
+            found = [
+                r.offset
+                for r in records[p.topic]
+                if r.partition == p.partition and r.key is not None and r.key.decode() in missing
+            ]
+            lines.append(
+                f"{p.topic}[{p.partition}] read by {group}: committed {p.committed}, "
+                f"end {p.bounds.end}; records of missing traces at {found}"
+            )
     return "\n".join(lines)
