@@ -8,7 +8,7 @@ trace with all its events) and split into records of a few events each. Then, on
 other on the same input: a raw aiokafka consume → group by trace → produce loop (the ceiling,
 `--ceiling`, internal) in a subprocess of this script, and a real `tracebus stream` worker
 subprocess. Each is timed from the moment it processed its first input record to the last
-document it published; the two alternate for `--rounds` rounds (each round on topics of its own)
+document it published; the two alternate for `--rounds` rounds (each run on topics of its own)
 and the median round of each is reported, since one run swings by a third on a shared machine.
 A last run measures the resident memory a worker needs per open trace.
 """
@@ -54,6 +54,7 @@ from common import (
     fmt,
     hex_id,
     hottest_lines,
+    in_round,
     median_run,
     new_table,
     open_consumer,
@@ -548,15 +549,19 @@ class Topics:
     ceiling: str
 
     @classmethod
-    def named(cls, name: str, round_: int = 0) -> Topics:
-        """Topics of their own for each round: the tracebus worker writes control records to
-        its input topic, which the next round's runs must not read."""
-        prefix = f"bench.stream.{name}.r{round_}"
+    def named(cls, name: str) -> Topics:
+        prefix = f"bench.stream.{name}"
         return cls(f"{prefix}.events", f"{prefix}.traces", f"{prefix}.deadletter", f"{prefix}.out")
+
+    @classmethod
+    def of_run(cls, name: str, round_: int, implementation: str) -> Topics:
+        """Topics of their own for each run: the tracebus worker writes control records to its
+        input topic, which no other run must read."""
+        return cls.named(f"{name}.r{round_}.{implementation}")
 
     @property
     def run_name(self) -> str:
-        """The input and round, e.g. `whole.r0`: names the run's logs and profile."""
+        """What `named` was given, e.g. `whole.r0.tracebus`: names the run's logs and profile."""
         return self.traces.removeprefix("bench.stream.").removesuffix(".traces")
 
     def partitions(self) -> dict[str, int]:
@@ -911,29 +916,32 @@ def run_benchmark(config: Config) -> dict[str, Any]:
     progress(f"generating {config.traces:,} traces")
     workload = build_workload(config.traces, config.events_per_record, config.seed)
     inputs = {"whole": workload.whole, "split": workload.split}
+    implementations = [("ceiling", run_ceiling), ("tracebus", run_tracebus)]
+    run_inputs = {
+        Topics.of_run(name, round_, implementation): records
+        for name, records in inputs.items()
+        for round_ in range(config.rounds)
+        for implementation, _ in implementations
+    }
     every_topic = {
         topic: count
-        for topics in [
-            *(Topics.named(name, round_) for name in inputs for round_ in range(config.rounds)),
-            Topics.named("memory"),
-        ]
+        for topics in [*run_inputs, Topics.named("memory")]
         for topic, count in topics.partitions().items()
     }
     throughput: dict[str, dict[str, dict[str, Any]]] = {}
     with embedded_broker(every_topic, "tracebus-stream-bench-") as (bootstrap, work):
-        for name, records in inputs.items():
-            for round_ in range(config.rounds):
-                progress(f"producing {len(records):,} records ({name}, round {round_ + 1})")
-                send_input(bootstrap, Topics.named(name, round_).events, records)
+        for topics, records in run_inputs.items():
+            progress(f"producing {len(records):,} records ({topics.run_name})")
+            send_input(bootstrap, topics.events, records)
         for name, records in inputs.items():
             # Rounds alternate the two, so that both meet the machine's ups and downs alike.
-            runs: dict[str, list[dict[str, Any]]] = {"ceiling": [], "tracebus": []}
+            runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl, _ in implementations}
             for round_ in range(config.rounds):
                 # One profile is enough, and a profiled run is a slower one.
                 round_config = config if round_ == 0 else replace(config, py_spy=None)
-                for implementation, run in (("ceiling", run_ceiling), ("tracebus", run_tracebus)):
+                for implementation, run in in_round(implementations, round_):
                     progress(f"{name}, round {round_ + 1} of {config.rounds}: {implementation}")
-                    topics = Topics.named(name, round_)
+                    topics = Topics.of_run(name, round_, implementation)
                     try:
                         row = run(bootstrap, topics, workload, len(records), round_config, work)
                     except Exception as error:
