@@ -20,6 +20,7 @@ from tracebus.schemas import (
 )
 from tracebus.streams.assembly import (
     TraceState,
+    add_record,
     apply_events,
     build_documents,
     looks_complete,
@@ -102,7 +103,7 @@ def assembled(records: list[bytes]) -> TraceState:
         trace_id, events, _ = parse_record(value, 1_000_000)
         state = state or TraceState(trace_id, 3)
         if apply_events(state, events, len(value), T0 + offset).applied:
-            state.records.append((record_key(trace_id, 3, offset, T0 + offset), value))
+            add_record(state, record_key(trace_id, 3, offset, T0 + offset), value, events)
     assert state is not None
     return state
 
@@ -181,8 +182,9 @@ def test_what_the_fast_check_accepts_in_any_observation_field_pydantic_accepts_a
             assert {k: v for k, v in events[0].items() if v is not None} == expected, (field, odd)
 
 
-def test_a_deeply_nested_record_pydantic_reads_is_accepted() -> None:
-    value = nested(197)
+@pytest.mark.parametrize("field", ["input", "output", "metadata"])
+def test_a_deeply_nested_record_pydantic_reads_is_accepted(field: str) -> None:
+    value = nested(197, field)
     decode_batch(value)
     assert parse_record(value, 1_000_000)[2]
 
@@ -211,11 +213,14 @@ def test_a_record_pydantic_rejects_is_rejected_with_pydantics_reasons(fields: di
     assert str(got.value) == str(expected.value)
 
 
-def nested(depth: int) -> bytes:
-    """A valid record but for an input nested `depth` lists deep."""
+def nested(depth: int, field: str = "input") -> bytes:
+    """A valid record but for a free JSON field nested `depth` levels deep (objects for
+    metadata, which must be one, lists for the others)."""
     trace_id = new_trace_id()
-    head, tail = orjson.dumps(event(trace_id, input=0)).split(b'"input":0')
-    return encode_batch(trace_id, [head + b'"input":' + b"[" * depth + b"0" + b"]" * depth + tail])
+    head, tail = orjson.dumps(event(trace_id, **{field: 0})).split(b'"%s":0' % field.encode())
+    opening, closing = (b'{"a":', b"}") if field == "metadata" else (b"[", b"]")
+    deep = opening * depth + b"0" + closing * depth
+    return encode_batch(trace_id, [head + b'"%s":' % field.encode() + deep + tail])
 
 
 @pytest.mark.parametrize(
@@ -224,7 +229,10 @@ def nested(depth: int) -> bytes:
         b"{",
         b"[]",
         b'{"schema_version":1,"trace_id":"%s","events":[]}' % new_trace_id().encode(),
-        nested(198),  # with the record's own 3 levels, deeper than pydantic's parser reads
+        # With the record's own 3 levels, deeper than pydantic's parser reads.
+        nested(198),
+        nested(198, "output"),
+        nested(198, "metadata"),
     ],
 )
 def test_a_malformed_record_is_rejected_with_pydantics_reasons(value: bytes) -> None:
@@ -267,6 +275,18 @@ def test_documents_of_parts_are_the_json_pydantic_would_write() -> None:
         assert orjson.dumps(document) == model.model_dump_json(exclude_none=True).encode()
 
 
+def test_a_trace_that_looks_complete_keeps_its_events_as_parsed_until_published() -> None:
+    _, records = a_trace()  # the root ends in the last record
+    state = assembled(records)
+    last_key = state.records[-1][0]
+    assert list(state.parsed) == [last_key]  # open until then: the others kept as bytes only
+    from_bytes = TraceState(state.trace_id, state.partition, records=state.records)
+    assert materialize(state) == materialize(from_bytes)
+    state.status = "publishing"
+    mark_published(state, T0, final=True)
+    assert state.parsed == {} and len(state.records) == 3  # the bytes stay for late events
+
+
 def table_of(state: TraceState) -> list[tuple[bytes, bytes]]:
     entries = [(status_key(state.trace_id), state.status_mark()), *state.records]
     if state.snapshot is not None:
@@ -302,7 +322,7 @@ def test_a_state_that_published_parts_is_rebuilt_from_its_snapshot_and_later_rec
     for offset, (key, value) in enumerate(later.records[1:], start=1):
         _, events, _ = parse_record(value, 1_000_000)
         apply_events(live, events, len(value), T0 + offset)
-        live.records.append((key, value))
+        add_record(live, key, value, events)
     [rebuilt] = rebuild(table_of(live)).values()
     same_state(rebuilt, live)
     content = materialize(rebuilt)

@@ -52,6 +52,7 @@ from tracebus.streams.assembly import (
     Enrichment,
     Pricing,
     TraceState,
+    add_record,
     apply_events,
     build_documents,
     deadline,
@@ -156,7 +157,6 @@ class StreamWorker:
         app.transport = StreamTransport(app.conf.broker_consumer, app)
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
         self.events_topic = app.topic(s.events_topic, partitions=s.partitions, **raw)
-        self.traces_topic = app.topic(s.traces_topic, partitions=s.partitions, **raw)
         self.dead_letter_topic = app.topic(s.dead_letter_topic, partitions=1, **raw)
         self.table = app.Table("traces", default=None, partitions=s.partitions, **raw)
         self.table.on_recover(self._recover)
@@ -211,7 +211,7 @@ class StreamWorker:
         self.metrics.late_events.inc(result.late)
         if result.applied:
             key = record_key(trace_id, message.partition, message.offset, now)
-            state.records.append((key, value))
+            add_record(state, key, value, events)
             self.table[key] = value
             if result.late:
                 self._write_status(state)  # reopened
@@ -571,12 +571,13 @@ class StreamWorker:
     async def _publish(self, batch: list[Publication]) -> None:
         # The `publishing` marks must be in the changelog before any document leaves.
         await self.app.producer.flush()
+        # The producer's own send: a topic's send wraps each message in Faust's bookkeeping.
+        send, topic = self.app.producer.send, self.settings.traces_topic
         sent = []
         for publication in batch:
+            key = publication.trace_id.encode()
             for document in publication.documents:
-                sent.append(
-                    await self.traces_topic.send(key=publication.trace_id.encode(), value=document)
-                )
+                sent.append(await send(topic, key, document, None, None, None))
         await asyncio.gather(*sent)
         acknowledged: dict[int, list[tuple[str, int, bool]]] = {}
         for publication in batch:

@@ -4,7 +4,9 @@ Pure logic with no Kafka in it. A worker keeps one `TraceState` per trace in mem
 records that carried its events, as the raw bytes they arrived in, and an index of what
 deciding completion needs (which events were seen; per observation, whether it has a parent
 and has ended). The merged content is materialised from the records only to publish: parsed
-objects take about 3× the memory of their JSON, and most records are read once.
+objects take about 3× the memory of their JSON, and an open trace may be held for long. Only
+a trace that looks complete, and so is about to be published, keeps its records' events as
+parsed (`add_record`).
 
 The same records are the trace's durable copy in the changelog-backed table (see `app.py`):
 `rebuild` turns the table's entries of a trace back into the state the worker had."""
@@ -128,6 +130,9 @@ class TraceState:
     # (table key, record value) in the order they arrived.
     snapshot: bytes | None = None
     records: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # Per record key: the record's events as parsed, kept while the trace looks complete (see
+    # `add_record`).
+    parsed: dict[bytes, list[dict[str, Any]]] = field(default_factory=dict)
     # Per observation id: _HAS_PARENT | _ENDED, as the merged observation would have them.
     flags: dict[str, int] = field(default_factory=dict)
     unended: int = 0
@@ -190,7 +195,7 @@ def rebuild(
             received_ns = int(key.rsplit(b"/", 1)[1])
             events = orjson.loads(value)["events"]
             if apply_events(state, events, len(value), received_ns).applied:
-                state.records.append((key, value))
+                add_record(state, key, value, events)
         if mark is not None:
             state.apply_status_mark(mark)
         states[trace_id] = state
@@ -204,7 +209,7 @@ def apply_events(
     state: TraceState, events: list[dict[str, Any]], record_size: int, now_ns: int
 ) -> ApplyResult:
     """Index a record's (validated) events; an event id seen before is skipped. The caller
-    keeps the record in `state.records` when anything was applied."""
+    keeps the record (`add_record`) when anything was applied."""
     seen = state.seen
     reopened = state.status == PUBLISHED
     applied = duplicates = 0  # counted in locals: attribute updates per event cost more
@@ -228,6 +233,14 @@ def apply_events(
             state.status = OPEN
             state.status_since_ns = now_ns
     return result
+
+
+def add_record(state: TraceState, key: bytes, value: bytes, events: list[dict[str, Any]]) -> None:
+    """Keep a record whose events were applied, and its parsed events while the trace looks
+    complete: parsing the records again would be a fifth of what publishing costs."""
+    state.records.append((key, value))
+    if looks_complete(state):
+        state.parsed[key] = events
 
 
 def _index(state: TraceState, observation: dict[str, Any]) -> None:
@@ -264,8 +277,12 @@ def materialize(state: TraceState) -> Content:
         content = Content(data["trace"], data["observations"], data["scores"])
         seen = set(data["seen"])
     observations, scores = content.observations, content.scores
-    for _, value in state.records:
-        for event in orjson.loads(value)["events"]:
+    parsed = state.parsed
+    for key, value in state.records:
+        events = parsed.get(key)
+        if events is None:
+            events = orjson.loads(value)["events"]
+        for event in events:
             event_id = event["event_id"]
             if event_id in seen:
                 continue
@@ -319,6 +336,7 @@ def _take_snapshot(state: TraceState, content: Content) -> list[bytes]:
     )
     dropped = [key for key, _ in state.records]
     state.records = []
+    state.parsed = {}
     _index_content(state, content)
     return dropped
 
@@ -655,6 +673,7 @@ def mark_published(state: TraceState, now_ns: int, final: bool) -> list[bytes]:
     if final:
         state.status = PUBLISHED
         state.parts_published = 0
+        state.parsed = {}  # kept for publishing only
     else:
         # What the parts carried leaves the state, keeping only where it sat in the tree for
         # the children still to come.
@@ -677,6 +696,7 @@ def forget_content(state: TraceState) -> list[bytes]:
     the records dropped are returned."""
     dropped = [key for key, _ in state.records]
     state.records = []
+    state.parsed = {}
     state.snapshot = None
     state.seen = set()
     state.flags = {}
