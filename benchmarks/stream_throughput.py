@@ -1,4 +1,5 @@
-"""Stream benchmark: spans/s of one tracebus stream worker against a raw aiokafka ceiling.
+"""Stream benchmark: spans/s of one tracebus stream worker against a bare Faust agent and a raw
+aiokafka ceiling.
 
     .venv/bin/python benchmarks/stream_throughput.py [--quick] [--json PATH]
 
@@ -6,10 +7,12 @@ Realistic traces (5–50 observations each, generations on gpt-4o with usage) ar
 the events topic before anything consumes them, the way the SDK produces them (one record per
 trace with all its events) and split into records of a few events each. Then, one after the
 other on the same input: a raw aiokafka consume → group by trace → produce loop (the ceiling,
-`--ceiling`, internal) in a subprocess of this script, and a real `tracebus stream` worker
-subprocess. Each is timed from the moment it processed its first input record to the last
-document it published; the two alternate for `--rounds` rounds (each run on topics of its own)
-and the median round of each is reported, since one run swings by a third on a shared machine.
+`--ceiling`, internal) in a subprocess of this script, the same grouping as the one agent of
+the worker's Faust app (`--faust-agent`, internal: what Faust alone costs), and a real
+`tracebus stream` worker subprocess. Each is timed from the moment it processed its first input
+record to the last document it published; the three alternate for `--rounds` rounds (each run
+on topics of its own) and the median round of each is reported, since one run swings by a third
+on a shared machine.
 A last run measures the resident memory a worker needs per open trace.
 """
 
@@ -425,7 +428,7 @@ def profile_when_ready(binary: str, worker: Child, path: Path, timeout: float = 
     return Profiler(binary, pid, path)
 
 
-# -- the ceiling: raw aiokafka consume → group by trace → produce (child side) ----------------
+# -- the ceilings (child side): the grouping alone, under raw aiokafka and under Faust ------------
 
 
 class PendingTrace:
@@ -447,10 +450,74 @@ def merge_newer(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, An
     return {**new, **old}
 
 
+class Grouping:
+    """The ceilings' work: events grouped per trace; a trace whose root ended with nothing open
+    goes out as one JSON document. Events of a trace already sent are counted as late and
+    dropped. No validation, no enrichment, no durable state."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, PendingTrace] = {}
+        self.sent: set[str] = set()
+        self.counts = Counter[str]()
+        self.first_record_ms: int | None = None
+
+    def add(self, value: bytes) -> bytes | None:
+        """Take a record's events; the trace's document when this record completed it."""
+        if self.first_record_ms is None:
+            self.first_record_ms = int(time.time() * MS_PER_S)
+        counts = self.counts
+        counts["records"] += 1
+        record = orjson.loads(value)
+        trace_id = record["trace_id"]
+        if trace_id in self.sent:
+            counts["late_events"] += len(record["events"])
+            return None
+        state = self.pending.get(trace_id)
+        if state is None:
+            state = self.pending[trace_id] = PendingTrace()
+        for event in record["events"]:
+            counts["events"] += 1
+            kind = event["type"]
+            if kind == "observation":
+                oid = event["observation_id"]
+                merged = merge_newer(state.observations.get(oid), event)
+                state.observations[oid] = merged
+                if "end_time_unix_nano" in merged:
+                    state.open.discard(oid)
+                    if "parent_observation_id" not in merged:
+                        state.root_ended = True
+                else:
+                    state.open.add(oid)
+            elif kind == "trace":
+                state.trace = merge_newer(state.trace or None, event)
+            else:
+                score = event["score_id"]
+                state.scores[score] = merge_newer(state.scores.get(score), event)
+        if not state.root_ended or state.open:
+            return None
+        del self.pending[trace_id]
+        self.sent.add(trace_id)
+        counts["documents"] += 1
+        document = {
+            "schema_version": 1,
+            "trace_id": trace_id,
+            "trace": state.trace,
+            "observations": list(state.observations.values()),
+            "scores": list(state.scores.values()),
+        }
+        return orjson.dumps(document)
+
+    def result(self) -> dict[str, Any]:
+        return {
+            **self.counts,
+            "still_open": len(self.pending),
+            "first_record_ms": self.first_record_ms,
+        }
+
+
 async def ceiling_loop(bootstrap: str, source: str, sink: str, group: str) -> dict[str, Any]:
-    """Group events per trace; a trace whose root ended with nothing open goes out as one JSON
-    document. Events of a trace already sent are counted as late and dropped. Runs until
-    SIGTERM; produces like the Faust worker (acks=all, linger 50 ms, no compression)."""
+    """`Grouping` in a raw aiokafka consume → produce loop, until SIGTERM; produces like the
+    Faust worker (acks=all, linger 50 ms, no compression)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     stop = asyncio.Event()
@@ -465,64 +532,50 @@ async def ceiling_loop(bootstrap: str, source: str, sink: str, group: str) -> di
     )
     await producer.start()
     await consumer.start()
-    pending: dict[str, PendingTrace] = {}
-    sent: set[str] = set()
-    counts = Counter[str]()
-    first_record_ms: int | None = None
+    grouping = Grouping()
     try:
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=100, max_records=2000)
-            if fetched and first_record_ms is None:
-                first_record_ms = int(time.time() * MS_PER_S)
             for batch in fetched.values():
                 for record in batch:
-                    counts["records"] += 1
-                    value = orjson.loads(record.value)
-                    trace_id = value["trace_id"]
-                    if trace_id in sent:
-                        counts["late_events"] += len(value["events"])
-                        continue
-                    state = pending.get(trace_id)
-                    if state is None:
-                        state = pending[trace_id] = PendingTrace()
-                    for event in value["events"]:
-                        counts["events"] += 1
-                        kind = event["type"]
-                        if kind == "observation":
-                            oid = event["observation_id"]
-                            merged = merge_newer(state.observations.get(oid), event)
-                            state.observations[oid] = merged
-                            if "end_time_unix_nano" in merged:
-                                state.open.discard(oid)
-                                if "parent_observation_id" not in merged:
-                                    state.root_ended = True
-                            else:
-                                state.open.add(oid)
-                        elif kind == "trace":
-                            state.trace = merge_newer(state.trace or None, event)
-                        else:
-                            score = event["score_id"]
-                            state.scores[score] = merge_newer(state.scores.get(score), event)
-                    if state.root_ended and not state.open:
-                        del pending[trace_id]
-                        sent.add(trace_id)
-                        document = {
-                            "schema_version": 1,
-                            "trace_id": trace_id,
-                            "trace": state.trace,
-                            "observations": list(state.observations.values()),
-                            "scores": list(state.scores.values()),
-                        }
-                        await producer.send(sink, orjson.dumps(document), key=record.key)
-                        counts["documents"] += 1
+                    document = grouping.add(record.value)
+                    if document is not None:
+                        await producer.send(sink, document, key=record.key)
         await producer.flush()
     finally:
         await consumer.stop()
         await producer.stop()
-    return {**counts, "still_open": len(pending), "first_record_ms": first_record_ms}
+    return grouping.result()
+
+
+def faust_agent() -> dict[str, Any]:
+    """`Grouping` in a bare agent on the stream worker's own Faust app (`faust_app`, settings
+    from the TRACEBUS_* environment), until SIGTERM: what Faust costs without tracebus's work
+    (table, validation, enrichment, publication protocol)."""
+    from tracebus.streams.app import faust_app, run_worker
+    from tracebus.streams.settings import StreamSettings
+
+    settings = StreamSettings()
+    app = faust_app(settings)
+    events = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
+    grouping = Grouping()
+
+    async def group(stream: Any) -> None:
+        async for event in stream.events():
+            document = grouping.add(event.message.value)
+            if document is not None:
+                await app.producer.send(
+                    settings.traces_topic, event.message.key, document, None, None, None
+                )
+
+    app.agent(events, name="group")(group)
+    run_worker(app, loglevel="warning")
+    return grouping.result()
 
 
 def ceiling_main(args: argparse.Namespace) -> NoReturn:
+    if args.faust_agent:
+        run_child(faust_agent)
     run_child(lambda: asyncio.run(ceiling_loop(args.bootstrap, args.source, args.sink, args.group)))
 
 
@@ -671,20 +724,48 @@ def run_tracebus(
 def run_ceiling(
     bootstrap: str, topics: Topics, workload: Workload, records: int, config: Config, work: Path
 ) -> dict[str, Any]:
-    name = topics.run_name
-    command = [sys.executable, str(Path(__file__).resolve()), "--ceiling", "--bootstrap"]
-    command += [bootstrap, "--source", topics.events, "--sink", topics.ceiling]
-    command += ["--group", f"bench-ceiling-{uuid.uuid4().hex[:8]}"]
-    child = Child(command, work / f"ceiling-{name}.log")
+    command = ["--ceiling", "--bootstrap", bootstrap, "--source", topics.events]
+    command += ["--sink", topics.ceiling, "--group", f"bench-ceiling-{uuid.uuid4().hex[:8]}"]
+    output = (bootstrap, topics.ceiling)
+    return run_grouping("ceiling", command, None, output, workload, records, config, work)
+
+
+def run_faust_agent(
+    bootstrap: str, topics: Topics, workload: Workload, records: int, config: Config, work: Path
+) -> dict[str, Any]:
+    env = worker_env(bootstrap, topics, work / "data")
+    output = (bootstrap, topics.traces)
+    return run_grouping("faust", ["--faust-agent"], env, output, workload, records, config, work)
+
+
+def run_grouping(
+    implementation: str,
+    arguments: list[str],
+    env: dict[str, str] | None,
+    output: tuple[str, str],
+    workload: Workload,
+    records: int,
+    config: Config,
+    work: Path,
+) -> dict[str, Any]:
+    """A run of `Grouping` in a child process of this script (`arguments` say which), timed by
+    the documents it writes to `output` (bootstrap servers, topic)."""
+    bootstrap, topic = output
+    command = [sys.executable, str(Path(__file__).resolve()), *arguments]
+    name = topic.removeprefix("bench.stream.")
+    child = Child(command, work / f"{implementation}-{name}.log", env)
     try:
-        output = asyncio.run(
-            await_output(bootstrap, topics.ceiling, workload.traces, child, config.timeout_s)
+        documents = asyncio.run(
+            await_output(bootstrap, topic, workload.traces, child, config.timeout_s)
         )
     finally:
         child.stop()
     counts = find_result(child.log_text()) or {}
     started_ms = counts.get("first_record_ms")
-    row = {"implementation": "ceiling", **rates(output, workload.traces, records, started_ms)}
+    row = {
+        "implementation": implementation,
+        **rates(documents, workload.traces, records, started_ms),
+    }
     row.update(counts=counts, startup_s=started_ms and started_ms / MS_PER_S - child.started)
     if "error" in row:
         row["error"] += f"; log: {child.log_tail()}"
@@ -792,6 +873,11 @@ def measure_memory(bootstrap: str, topics: Topics, config: Config, work: Path) -
 
 # -- report ----------------------------------------------------------------------------------------
 
+IMPLEMENTATIONS = {
+    "tracebus": "tracebus stream worker",
+    "faust": "bare Faust agent",
+    "ceiling": "aiokafka ceiling",
+}
 INPUT_LABELS = {
     "whole": "1 record per trace (SDK)",
     "split": "{n} events per record",
@@ -830,11 +916,11 @@ def throughput_table(report: dict[str, Any]) -> Any:
     for name, rows in report["throughput"].items():
         label = INPUT_LABELS[name].format(n=config["events_per_record"])
         ceiling = rows["ceiling"].get("spans_per_s")
-        for implementation in ("tracebus", "ceiling"):
+        for implementation, title in IMPLEMENTATIONS.items():
             row = rows[implementation]
             table.add_row(
                 label,
-                "tracebus stream worker" if implementation == "tracebus" else "aiokafka ceiling",
+                title,
                 fmt(row.get("records")),
                 fmt(row.get("spans")),
                 fmt(row.get("seconds"), 2),
@@ -854,11 +940,14 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         label = INPUT_LABELS[name].format(n=report["config"]["events_per_record"])
         tracebus = rows["tracebus"].get("spans_per_s")
         share = ratio(tracebus, rows["ceiling"].get("spans_per_s"))
+        faust = rows["faust"].get("spans_per_s")
         lines.append(
             f"{label}: tracebus {fmt(tracebus)} spans/s per worker "
             f"(target ≥ {TARGET_SPANS_PER_S:,}: {check(tracebus, TARGET_SPANS_PER_S)}), "
             f"{fmt(share, 2)}× the ceiling (target ≥ {TARGET_RATIO}×: "
-            f"{check(share, TARGET_RATIO)})"
+            f"{check(share, TARGET_RATIO)}); the bare Faust agent, doing the ceiling's work on "
+            f"the worker's Faust app, {fmt(ratio(faust, rows['ceiling'].get('spans_per_s')), 2)}"
+            f"× the ceiling, tracebus {fmt(ratio(tracebus, faust), 2)}× the bare agent"
         )
     memory = report["memory"]
     if "error" in memory:
@@ -916,7 +1005,11 @@ def run_benchmark(config: Config) -> dict[str, Any]:
     progress(f"generating {config.traces:,} traces")
     workload = build_workload(config.traces, config.events_per_record, config.seed)
     inputs = {"whole": workload.whole, "split": workload.split}
-    implementations = [("ceiling", run_ceiling), ("tracebus", run_tracebus)]
+    implementations = [
+        ("ceiling", run_ceiling),
+        ("faust", run_faust_agent),
+        ("tracebus", run_tracebus),
+    ]
     run_inputs = {
         Topics.of_run(name, round_, implementation): records
         for name, records in inputs.items()
@@ -995,8 +1088,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_run_arguments(parser, quick="500 traces, 800 open, 1 round", timeout=120.0)
     add_profile_arguments(parser, what="profile the tracebus workers")
-    internal = parser.add_argument_group("internal (the ceiling in a child process)")
+    internal = parser.add_argument_group("internal (the ceilings in child processes)")
     internal.add_argument("--ceiling", action="store_true", help=argparse.SUPPRESS)
+    internal.add_argument("--faust-agent", action="store_true", help=argparse.SUPPRESS)
     internal.add_argument("--bootstrap", help=argparse.SUPPRESS)
     internal.add_argument("--source", help=argparse.SUPPRESS)
     internal.add_argument("--sink", help=argparse.SUPPRESS)
@@ -1014,7 +1108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.ceiling:
+    if args.ceiling or args.faust_agent:
         ceiling_main(args)
     config = Config(
         traces=args.traces,

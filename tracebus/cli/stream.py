@@ -106,4 +106,4 @@ def stream(
     worker = StreamWorker(settings, pricing)
     if settings.metrics_port is not None:
         serve_metrics(settings.metrics_port, worker.metrics.registry, worker.heartbeat)
-    run_worker(worker, loglevel=logging.getLevelName(logging.getLogger().getEffectiveLevel()))
+    run_worker(worker.app, loglevel=logging.getLevelName(logging.getLogger().getEffectiveLevel()))

@@ -128,33 +128,7 @@ class StreamWorker:
 
     def _build_app(self) -> faust.App:
         s = self.settings
-        app = faust.App(
-            s.app_id,
-            broker=[f"kafka://{server}" for server in s.bootstrap_servers.split(",")],
-            store="memory://" if s.store == "memory" else "rocksdb://",
-            datadir=str(s.data_dir),
-            web_enabled=False,
-            topic_partitions=s.partitions,
-            topic_replication_factor=s.replication_factor,
-            table_standby_replicas=0,
-            consumer_auto_offset_reset="earliest",
-            # The embedded broker needs short group timeouts, or joins take a minute.
-            broker_session_timeout=10,
-            broker_rebalance_timeout=10,
-            broker_heartbeat_interval=1,
-            # Table writes are one changelog message each: lingering batches them (2.5× faster).
-            producer_linger=0.05,
-            # A trace's record, changelog entry and document are ~20-30 KiB: with Faust's 16 KiB
-            # batches each message is a batch of its own, one per partition per request (half
-            # the throughput); a 1 MiB message (the record limit) must fit a request too.
-            producer_max_batch_size=1024 * 1024,
-            producer_max_request_size=8 * 1024 * 1024,
-            # 1 MiB per partition and fetch is ~50 such records: the agent waited on fetches.
-            consumer_max_fetch_size=8 * 1024 * 1024,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
-        app.transport = StreamTransport(app.conf.broker_consumer, app)
+        app = faust_app(s)
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
         self.events_topic = app.topic(s.events_topic, partitions=s.partitions, **raw)
         self.dead_letter_topic = app.topic(s.dead_letter_topic, partitions=1, **raw)
@@ -164,10 +138,6 @@ class StreamWorker:
         app.timer(s.tick_s)(self._tick)
         app.timer(_STALL_S / 2)(self._wake_stalled)
         app.task(self._publisher)
-        # Faust flushes (and warns "producer buffer full") past 100 queued messages; a burst of
-        # records queues a few table writes each, so that routine back-pressure would warn at
-        # every burst. The buffer is still bounded, and flushed, past this.
-        app.producer.buffer.max_messages = 1000
         return app
 
     # -- the agent ----------------------------------------------------------------------------
@@ -591,9 +561,46 @@ class StreamWorker:
             await self._send_control(partition, "published", traces)
 
 
-def run_worker(worker: StreamWorker, loglevel: str = "info") -> None:
+def faust_app(settings: StreamSettings) -> faust.App:
+    """A Faust app configured for the stream: its broker settings, tuned throughput, and the
+    transport that keeps records from being lost on rebalances (`transport.py`)."""
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+        store="memory://" if settings.store == "memory" else "rocksdb://",
+        datadir=str(settings.data_dir),
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=0,
+        consumer_auto_offset_reset="earliest",
+        # The embedded broker needs short group timeouts, or joins take a minute.
+        broker_session_timeout=10,
+        broker_rebalance_timeout=10,
+        broker_heartbeat_interval=1,
+        # Table writes are one changelog message each: lingering batches them (2.5× faster).
+        producer_linger=0.05,
+        # A trace's record, changelog entry and document are ~20-30 KiB: with Faust's 16 KiB
+        # batches each message is a batch of its own, one per partition per request (half
+        # the throughput); a 1 MiB message (the record limit) must fit a request too.
+        producer_max_batch_size=1024 * 1024,
+        producer_max_request_size=8 * 1024 * 1024,
+        # 1 MiB per partition and fetch is ~50 such records: the agent waited on fetches.
+        consumer_max_fetch_size=8 * 1024 * 1024,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    app.transport = StreamTransport(app.conf.broker_consumer, app)
+    # Faust flushes (and warns "producer buffer full") past 100 queued messages; a burst of
+    # records queues a few table writes each, so that routine back-pressure would warn at every
+    # burst. The buffer is still bounded, and flushed, past this.
+    app.producer.buffer.max_messages = 1000
+    return app
+
+
+def run_worker(app: faust.App, loglevel: str = "info") -> None:
     """Run until SIGTERM/SIGINT; exits the process like `faust worker` does."""
-    faust_worker = faust.Worker(worker.app, loglevel=loglevel.lower(), quiet=True)
+    faust_worker = faust.Worker(app, loglevel=loglevel.lower(), quiet=True)
     # Faust's spinner sets the root logger to DEBUG, which costs ~9% CPU in log records.
     faust_worker.spinner = None
     with contextlib.suppress(SystemExit):
