@@ -23,6 +23,7 @@ from tracebus.streams.assembly import (
     add_record,
     apply_events,
     build_documents,
+    held_bytes,
     looks_complete,
     mark_published,
     materialize,
@@ -280,11 +281,14 @@ def test_a_trace_that_looks_complete_keeps_its_events_as_parsed_until_published(
     state = assembled(records)
     last_key = state.records[-1][0]
     assert list(state.parsed) == [last_key]  # open until then: the others kept as bytes only
+    # The memory bound counts the parsed events (about 3× their JSON) beside the records.
+    assert held_bytes(state) == state.size + 3 * len(records[-1])
     from_bytes = TraceState(state.trace_id, state.partition, records=state.records)
     assert materialize(state) == materialize(from_bytes)
     state.status = "publishing"
     mark_published(state, T0, final=True)
     assert state.parsed == {} and len(state.records) == 3  # the bytes stay for late events
+    assert held_bytes(state) == state.size
 
 
 def table_of(state: TraceState) -> list[tuple[bytes, bytes]]:

@@ -57,6 +57,7 @@ from tracebus.streams.assembly import (
     build_documents,
     deadline,
     forget_content,
+    held_bytes,
     looks_complete,
     mark_published,
     materialize,
@@ -399,7 +400,7 @@ class StreamWorker:
                 due,
                 reason,
                 state.partition,
-                state.size,
+                held_bytes(state),
                 state.first_event_ns,
                 is_open,
             )
