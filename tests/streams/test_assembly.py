@@ -20,10 +20,8 @@ from tracebus.schemas import (
 )
 from tracebus.streams.assembly import (
     TraceState,
-    add_record,
     apply_events,
     build_documents,
-    held_bytes,
     looks_complete,
     mark_published,
     materialize,
@@ -104,7 +102,7 @@ def assembled(records: list[bytes]) -> TraceState:
         trace_id, events, _ = parse_record(value, 1_000_000)
         state = state or TraceState(trace_id, 3)
         if apply_events(state, events, len(value), T0 + offset).applied:
-            add_record(state, record_key(trace_id, 3, offset, T0 + offset), value, events)
+            state.records.append((record_key(trace_id, 3, offset, T0 + offset), value))
     assert state is not None
     return state
 
@@ -276,21 +274,6 @@ def test_documents_of_parts_are_the_json_pydantic_would_write() -> None:
         assert orjson.dumps(document) == model.model_dump_json(exclude_none=True).encode()
 
 
-def test_a_trace_that_looks_complete_keeps_its_events_as_parsed_until_published() -> None:
-    _, records = a_trace()  # the root ends in the last record
-    state = assembled(records)
-    last_key = state.records[-1][0]
-    assert list(state.parsed) == [last_key]  # open until then: the others kept as bytes only
-    # The memory bound counts the parsed events (about 3× their JSON) beside the records.
-    assert held_bytes(state) == state.size + 3 * len(records[-1])
-    from_bytes = TraceState(state.trace_id, state.partition, records=state.records)
-    assert materialize(state) == materialize(from_bytes)
-    state.status = "publishing"
-    mark_published(state, T0, final=True)
-    assert state.parsed == {} and len(state.records) == 3  # the bytes stay for late events
-    assert held_bytes(state) == state.size
-
-
 def table_of(state: TraceState) -> list[tuple[bytes, bytes]]:
     entries = [(status_key(state.trace_id), state.status_mark()), *state.records]
     if state.snapshot is not None:
@@ -326,7 +309,7 @@ def test_a_state_that_published_parts_is_rebuilt_from_its_snapshot_and_later_rec
     for offset, (key, value) in enumerate(later.records[1:], start=1):
         _, events, _ = parse_record(value, 1_000_000)
         apply_events(live, events, len(value), T0 + offset)
-        add_record(live, key, value, events)
+        live.records.append((key, value))
     [rebuilt] = rebuild(table_of(live)).values()
     same_state(rebuilt, live)
     content = materialize(rebuilt)

@@ -57,12 +57,10 @@ from tracebus.streams.assembly import (
     Enrichment,
     Pricing,
     TraceState,
-    add_record,
     apply_events,
     build_documents,
     deadline,
     forget_content,
-    held_bytes,
     looks_complete,
     mark_published,
     materialize,
@@ -191,7 +189,7 @@ class StreamWorker:
         self.metrics.late_events.inc(result.late)
         if result.applied:
             key = record_key(trace_id, message.partition, message.offset, now)
-            add_record(state, key, value, events)
+            state.records.append((key, value))
             self.table[key] = value
             if result.late:
                 self._write_status(state)  # reopened
@@ -410,7 +408,7 @@ class StreamWorker:
                 due,
                 reason,
                 state.partition,
-                held_bytes(state),
+                state.size,
                 state.first_event_ns,
                 is_open,
             )

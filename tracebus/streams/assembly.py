@@ -4,9 +4,7 @@ Pure logic with no Kafka in it. A worker keeps one `TraceState` per trace in mem
 records that carried its events, as the raw bytes they arrived in, and an index of what
 deciding completion needs (which events were seen; per observation, whether it has a parent
 and has ended). The merged content is materialised from the records only to publish: parsed
-objects take about 3× the memory of their JSON, and an open trace may be held for long. Only
-a trace that looks complete, and so is about to be published, keeps its records' events as
-parsed (`add_record`).
+objects take about 3× the memory of their JSON, and most records are read once.
 
 The same records are the trace's durable copy in the changelog-backed table (see `app.py`):
 `rebuild` turns the table's entries of a trace back into the state the worker had."""
@@ -36,9 +34,6 @@ from tracebus.streams.pricing import TokenCounts
 OPEN, PUBLISHING, PUBLISHED = "open", "publishing", "published"
 _NS_PER_MS = 1_000_000
 _HAS_PARENT, _ENDED = 1, 2
-# Parsed events take about this many bytes per byte of their JSON (orjson's objects, measured
-# with tracemalloc on the benchmark's records: ~2.6).
-_PARSED_PER_JSON_BYTE = 3
 _OBSERVATION_TYPES = frozenset({"observation", "observation_update"})
 _USAGE_FIELDS = tuple(Usage.model_fields)
 _USAGE_BUCKETS = tuple(name for name in _USAGE_FIELDS if name != "other")
@@ -133,10 +128,6 @@ class TraceState:
     # (table key, record value) in the order they arrived.
     snapshot: bytes | None = None
     records: list[tuple[bytes, bytes]] = field(default_factory=list)
-    # Per record key: the record's events as parsed, kept while the trace looks complete (see
-    # `add_record`), and an estimate of the memory they take.
-    parsed: dict[bytes, list[dict[str, Any]]] = field(default_factory=dict)
-    parsed_size: int = 0
     # Per observation id: _HAS_PARENT | _ENDED, as the merged observation would have them.
     flags: dict[str, int] = field(default_factory=dict)
     unended: int = 0
@@ -199,7 +190,7 @@ def rebuild(
             received_ns = int(key.rsplit(b"/", 1)[1])
             events = orjson.loads(value)["events"]
             if apply_events(state, events, len(value), received_ns).applied:
-                add_record(state, key, value, events)
+                state.records.append((key, value))
         if mark is not None:
             state.apply_status_mark(mark)
         states[trace_id] = state
@@ -213,7 +204,7 @@ def apply_events(
     state: TraceState, events: list[dict[str, Any]], record_size: int, now_ns: int
 ) -> ApplyResult:
     """Index a record's (validated) events; an event id seen before is skipped. The caller
-    keeps the record (`add_record`) when anything was applied."""
+    keeps the record in `state.records` when anything was applied."""
     seen = state.seen
     reopened = state.status == PUBLISHED
     applied = duplicates = 0  # counted in locals: attribute updates per event cost more
@@ -237,25 +228,6 @@ def apply_events(
             state.status = OPEN
             state.status_since_ns = now_ns
     return result
-
-
-def add_record(state: TraceState, key: bytes, value: bytes, events: list[dict[str, Any]]) -> None:
-    """Keep a record whose events were applied, and its parsed events while the trace looks
-    complete: parsing the records again would be a fifth of what publishing costs."""
-    state.records.append((key, value))
-    if looks_complete(state):
-        state.parsed[key] = events
-        state.parsed_size += _PARSED_PER_JSON_BYTE * len(value)
-
-
-def _drop_parsed(state: TraceState) -> None:
-    state.parsed = {}
-    state.parsed_size = 0
-
-
-def held_bytes(state: TraceState) -> int:
-    """What the memory bound counts of the trace: its records, and their events as parsed."""
-    return state.size + state.parsed_size
 
 
 def _index(state: TraceState, observation: dict[str, Any]) -> None:
@@ -292,12 +264,8 @@ def materialize(state: TraceState) -> Content:
         content = Content(data["trace"], data["observations"], data["scores"])
         seen = set(data["seen"])
     observations, scores = content.observations, content.scores
-    parsed = state.parsed
-    for key, value in state.records:
-        events = parsed.get(key)
-        if events is None:
-            events = orjson.loads(value)["events"]
-        for event in events:
+    for _, value in state.records:
+        for event in orjson.loads(value)["events"]:
             event_id = event["event_id"]
             if event_id in seen:
                 continue
@@ -351,7 +319,6 @@ def _take_snapshot(state: TraceState, content: Content) -> list[bytes]:
     )
     dropped = [key for key, _ in state.records]
     state.records = []
-    _drop_parsed(state)
     _index_content(state, content)
     return dropped
 
@@ -688,7 +655,6 @@ def mark_published(state: TraceState, now_ns: int, final: bool) -> list[bytes]:
     if final:
         state.status = PUBLISHED
         state.parts_published = 0
-        _drop_parsed(state)  # kept for publishing only
     else:
         # What the parts carried leaves the state, keeping only where it sat in the tree for
         # the children still to come.
@@ -711,7 +677,6 @@ def forget_content(state: TraceState) -> list[bytes]:
     the records dropped are returned."""
     dropped = [key for key, _ in state.records]
     state.records = []
-    _drop_parsed(state)
     state.snapshot = None
     state.seen = set()
     state.flags = {}

@@ -36,9 +36,8 @@ class StreamSettings(KafkaSettings):
     max_open_bytes: int = Field(
         512 * 1024 * 1024,
         ge=1024 * 1024,
-        description="Bytes of traces held per worker: open ones (with the parsed events of "
-        "those about to be published, ~3× their JSON) and published ones kept for late events "
-        "(those are forgotten first when the bound is reached).",
+        description="Bytes of traces held per worker: open ones and published ones kept for "
+        "late events (those are forgotten first when the bound is reached).",
     )
     overflow_policy: Literal["publish_oldest"] = Field(
         "publish_oldest",
