@@ -18,16 +18,11 @@ changelog, i.e. a new app id.
 Publication protocol, so that a crash never loses a trace and never publishes the same revision
 twice: the agent marks a trace `publishing` (revision r) in the table and queues its documents;
 the publisher flushes the producer (the mark is then in the changelog), sends the documents,
-and on acknowledgement sends a `published` control record to the trace's partition, which the
-agent applies. A worker that finds a trace still `publishing` after recovery cannot know
-whether revision r went out, so it publishes r + 1. Time-based decisions (grace, idle timeout,
-late window, memory bound) travel the same way as `close` control records, because Faust only
-lets an agent processing that partition modify a table key.
-
-Control records have a topic of their own, `<app id>-control`, which the agent reads beside
-the events topic (Faust assigns partition p of both to the same worker). In the events topic
-they would queue behind a backlog: a worker catching up after an outage would publish nothing,
-and hold every trace it read, until it reached them."""
+and on acknowledgement sends a `published` control record through the trace's own partition,
+which the agent applies. A worker that finds a trace still `publishing` after recovery cannot
+know whether revision r went out, so it publishes r + 1. Time-based decisions (grace, idle
+timeout, late window, memory bound) travel the same way as `close` control records, because
+Faust only lets an agent processing that partition modify a table key."""
 
 from __future__ import annotations
 
@@ -124,25 +119,21 @@ class StreamWorker:
         # Revisions this worker has queued: a second `close` for them must not publish again.
         self._queued_revisions: dict[str, int] = {}
         self._queued = asyncio.Event()
-        # Per partition read (events and control): the offset of the next record (see
-        # `_skipped_records`), and when (monotonic) it last moved.
-        self._next_offsets: dict[TP, int] = {}
-        self._moved_at: dict[TP, float] = {}
+        # Per partition: the offset of the next record (see `_skipped_records`), and when
+        # (monotonic) it last moved.
+        self._next_offsets: dict[int, int] = {}
+        self._moved_at: dict[int, float] = {}
         self.app = self._build_app()
 
     def _build_app(self) -> faust.App:
         s = self.settings
         app = faust_app(s)
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
+        self.events_topic = app.topic(s.events_topic, partitions=s.partitions, **raw)
         self.dead_letter_topic = app.topic(s.dead_letter_topic, partitions=1, **raw)
         self.table = app.Table("traces", default=None, partitions=s.partitions, **raw)
         self.table.on_recover(self._recover)
-        # Both topics are declared (created when missing) with the same partitions, so that
-        # Faust assigns partition p of both to the same worker.
-        source = app.topic(
-            s.events_topic, control_topic(s), partitions=s.partitions, internal=True, **raw
-        )
-        app.agent(source, name="assemble")(self._assemble)
+        app.agent(self.events_topic, name="assemble")(self._assemble)
         app.timer(s.tick_s)(self._tick)
         app.timer(_STALL_S / 2)(self._wake_stalled)
         app.task(self._publisher)
@@ -205,24 +196,23 @@ class StreamWorker:
         """The offsets of the message's partition between the last record handled and this one.
 
         Faust can drop fetched records around a rebalance and then commit over the gap they
-        leave (faust-streaming#606, #221): those records would be lost. Neither topic read has
+        leave (faust-streaming#606, #221): those records would be lost. The events topic has no
         gaps of its own (no compaction, no transactions), so a gap is read and handled before
         the message, still within its partition (so table writes go to the right changelog
         partition). A record that comes twice is applied once (event ids), and control records
         are idempotent."""
-        tp, offset = TP(message.topic, message.partition), message.offset
-        expected = self._next_offsets.get(tp)
+        partition, offset = message.partition, message.offset
+        expected = self._next_offsets.get(partition)
         if expected is None or offset >= expected:
-            self._next_offsets[tp] = offset + 1
-            self._moved_at[tp] = time.monotonic()
+            self._next_offsets[partition] = offset + 1
+            self._moved_at[partition] = time.monotonic()
         return range(0) if expected is None else range(expected, offset)
 
     async def _skipped_records(
         self, topic: str, partition: int, gap: range
     ) -> AsyncIterator[ConsumerRecord]:
         log.warning(
-            "%s[%d] jumped from offset %d to %d: reading the records skipped",
-            topic,
+            "partition %d jumped from offset %d to %d: reading the records skipped",
             partition,
             gap.start,
             gap.stop,
@@ -235,10 +225,10 @@ class StreamWorker:
                     yield record
         except (KafkaError, TimeoutError) as error:
             log.error(
-                "records %d to %d of %s[%d] were skipped and cannot be read (%r)",
+                "records %d to %d of partition %d were skipped and cannot be read (%r): "
+                "their events are missing from their traces",
                 gap.start,
                 gap.stop - 1,
-                topic,
                 partition,
                 error,
             )
@@ -425,10 +415,7 @@ class StreamWorker:
             if tp.topic == self.settings.events_topic
         }
         # Faust reads each partition again from its committed offset (see `transport.py`).
-        sources = (self.settings.events_topic, control_topic(self.settings))
-        self._next_offsets = await self._resume_offsets(
-            [TP(topic, p) for topic in sources for p in sorted(active)]
-        )
+        self._next_offsets = await self._resume_offsets(active)
         self._moved_at = dict.fromkeys(self._next_offsets, time.monotonic())
         self.states = {t: s for t, s in self.states.items() if s.partition in active}
         rebuilt = rebuild(self.table.items(), skip=self.states.keys())
@@ -448,62 +435,60 @@ class StreamWorker:
                 self._track(state)
         log.info("recovered %d traces in partitions %s", len(self.states), sorted(active))
 
-    async def _resume_offsets(self, partitions: list[TP]) -> dict[TP, int]:
+    async def _resume_offsets(self, partitions: set[int]) -> dict[int, int]:
         """Where Faust resumes each partition: this group's committed offset, else the log
         start (the consumer reads from the earliest record). None known where the broker
         cannot say; the check of skipped records then starts at the partition's first record."""
-        if not partitions:
-            return {}
-        tps = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        topic = self.settings.events_topic
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         try:
             async with admin_client(self.settings.bootstrap_servers) as admin:
                 committed = await committed_offsets(admin, self.settings.app_id, tps)
-            async with TopicReader(self.settings.bootstrap_servers, tps[0].topic) as reader:
+            async with TopicReader(self.settings.bootstrap_servers, topic) as reader:
                 starts = await reader.consumer.beginning_offsets(tps)
         except KafkaError as error:
             log.warning("committed offsets unavailable after recovery: %r", error)
             return {}
         offsets = {
-            TP(tp.topic, tp.partition): starts[tp] if committed[tp] is None else committed[tp]
-            for tp in tps
+            tp.partition: starts[tp] if committed[tp] is None else committed[tp] for tp in tps
         }
-        log.info("resuming at offsets %s", {f"{t}[{p}]": o for (t, p), o in offsets.items()})
+        log.info("resuming partitions at offsets %s", offsets)
         return offsets
 
     async def _wake_stalled(self) -> None:
         """Faust can take a partition's records from the broker without handing them to the
         agent. The next record shows the gap (`_gap_before`); when none comes, a stalled
-        partition gets one: a `wake` control record, in the partition itself."""
+        partition gets one: a `wake` control record."""
         if self.app.rebalancing or not self.app.flow_control.is_active():
             return
-        ends: dict[TP, int | None] = {}
-        for tp in self._next_offsets:
+        topic = self.settings.events_topic
+        ends: dict[int, int | None] = {}
+        for partition in self._next_offsets:
             with contextlib.suppress(AssertionError):  # no longer assigned: a rebalance began
-                ends[tp] = self.app.consumer.highwater(tp)
+                ends[partition] = self.app.consumer.highwater(TP(topic, partition))
         now = time.monotonic()
-        for tp in self._stalled(ends, now):
+        for partition in self._stalled(ends, now):
             log.warning(
-                "%s[%d] has records up to offset %d, but none from offset %d reached the agent "
-                "in %.0fs: waking it",
-                tp.topic,
-                tp.partition,
-                ends[tp] - 1,
-                self._next_offsets[tp],
-                now - self._moved_at[tp],
+                "partition %d has records up to offset %d, but none from offset %d reached the "
+                "agent in %.0fs: waking it",
+                partition,
+                ends[partition] - 1,
+                self._next_offsets[partition],
+                now - self._moved_at[partition],
             )
             self.metrics.wakes.inc()
-            self._moved_at[tp] = now
-            await self._send_control(tp.partition, "wake", [], topic=tp.topic)
+            self._moved_at[partition] = now
+            await self._send_control(partition, "wake", [])
 
-    def _stalled(self, ends: dict[TP, int | None], now: float) -> list[TP]:
+    def _stalled(self, ends: dict[int, int | None], now: float) -> list[int]:
         """The partitions with records past their next offset (`ends`: each one's end offset
         as last fetched) and none handled for `_STALL_S`."""
         return [
-            tp
-            for tp, end in ends.items()
+            partition
+            for partition, end in ends.items()
             if end is not None
-            and end > self._next_offsets[tp]
-            and now - self._moved_at.get(tp, now) >= _STALL_S
+            and end > self._next_offsets[partition]
+            and now - self._moved_at.get(partition, now) >= _STALL_S
         ]
 
     # -- time-based decisions and publication ---------------------------------------------------
@@ -524,17 +509,12 @@ class StreamWorker:
         for partition, traces in by_partition.items():
             await self._send_control(partition, "close", traces)
 
-    async def _send_control(
-        self, partition: int, command: str, traces: list[Any], topic: str | None = None
-    ) -> Any:
-        """A control record to the control topic's partition of these traces (by default)."""
-        return await self.app.producer.send(
-            topic or control_topic(self.settings),
-            CONTROL_KEY,
-            orjson.dumps({"traces": traces}),
-            partition,
-            None,
-            [(CONTROL_HEADER, command.encode())],
+    async def _send_control(self, partition: int, command: str, traces: list[Any]) -> Any:
+        return await self.events_topic.send(
+            key=CONTROL_KEY,
+            value=orjson.dumps({"traces": traces}),
+            partition=partition,
+            headers=[(CONTROL_HEADER, command.encode())],
         )
 
     async def _publisher(self) -> None:
@@ -580,11 +560,6 @@ class StreamWorker:
             await self._send_control(partition, "published", traces)
 
 
-def control_topic(settings: StreamSettings) -> str:
-    """The topic of a stream app's control records (its own, like its table's changelog)."""
-    return f"{settings.app_id}-control"
-
-
 def faust_app(settings: StreamSettings) -> faust.App:
     """A Faust app configured for the stream: its broker settings, tuned throughput, and the
     transport that keeps records from being lost on rebalances (`transport.py`)."""
@@ -611,9 +586,6 @@ def faust_app(settings: StreamSettings) -> faust.App:
         producer_max_request_size=8 * 1024 * 1024,
         # 1 MiB per partition and fetch is ~50 such records: the agent waited on fetches.
         consumer_max_fetch_size=8 * 1024 * 1024,
-        # At most this many records are handed to the agent per fetch: control records wait
-        # behind no more than that (and the stream buffer), however many events a fetch brings.
-        broker_max_poll_records=1000,
         key_serializer="raw",
         value_serializer="raw",
     )
