@@ -1027,7 +1027,7 @@ def run_benchmark(config: Config) -> dict[str, Any]:
             progress(f"producing {len(records):,} records ({topics.run_name})")
             send_input(bootstrap, topics.events, records)
         for name, records in inputs.items():
-            # Rounds alternate the two, so that both meet the machine's ups and downs alike.
+            # Rounds alternate the implementations, so all meet the machine's ups and downs alike.
             runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl, _ in implementations}
             for round_ in range(config.rounds):
                 # One profile is enough, and a profiled run is a slower one.
