@@ -38,7 +38,7 @@ def broker() -> Iterator[EmbeddedBroker]:
     embedded.stop()
 
 
-def fresh_settings(bootstrap_servers: str) -> KafkaSettings:
+def fresh_settings(bootstrap_servers: str, partitions: int = 4) -> KafkaSettings:
     """Settings with newly created topics of their own, so tests never see each other's data."""
     suffix = uuid.uuid4().hex[:8]
     settings = KafkaSettings(
@@ -46,7 +46,7 @@ def fresh_settings(bootstrap_servers: str) -> KafkaSettings:
         events_topic=f"events-{suffix}",
         traces_topic=f"traces-{suffix}",
         dead_letter_topic=f"deadletter-{suffix}",
-        partitions=4,
+        partitions=partitions,
     )
     asyncio.run(create_topics(bootstrap_servers, settings.topic_partitions()))
     return settings

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 
+from faust.types import TP
 from ops.ops_helpers import write_records
 
 from tracebus.config import KafkaSettings
-from tracebus.streams.app import _STALL_S, StreamWorker
+from tracebus.streams.app import _STALL_S, StreamWorker, control_topic
 from tracebus.streams.pricing import PriceBook
 from tracebus.streams.settings import StreamSettings
 
@@ -46,14 +47,18 @@ def test_a_gap_in_a_partition_is_read_from_the_broker_and_nothing_else(
 def test_a_partition_with_records_past_its_next_offset_and_none_handled_for_a_while_is_stalled(
     kafka: KafkaSettings,
 ) -> None:
-    worker = StreamWorker(StreamSettings(**kafka.model_dump()), PriceBook())
-    for partition, offset in ((0, 4), (1, 2), (2, 6), (3, 0)):
-        worker._gap_before(Arrived(kafka.events_topic, partition, offset))
+    settings = StreamSettings(**kafka.model_dump())
+    worker = StreamWorker(settings, PriceBook())
+    events, control = (TP(kafka.events_topic, p) for p in (0, 1))
+    idle, unfetched = TP(control_topic(settings), 0), TP(kafka.events_topic, 2)
+    for tp, offset in ((events, 4), (control, 2), (unfetched, 6), (idle, 0)):
+        worker._gap_before(Arrived(tp.topic, tp.partition, offset))
     moved = max(worker._moved_at.values())
-    # Ends as last fetched: 0 has records past offset 5, 1 has none, 2 and 3 were never fetched.
-    ends = {0: 9, 1: 3, 2: None}
+    # Ends as last fetched: events[0] and control[1] have records past their next offset,
+    # the idle one has none, and one was never fetched.
+    ends = {events: 9, control: 5, idle: 1, unfetched: None}
 
     assert worker._stalled(ends, moved + _STALL_S / 2) == [], "a busy agent is no stall"
-    assert worker._stalled(ends, moved + _STALL_S) == [0]
-    worker._gap_before(Arrived(kafka.events_topic, 0, 5))
-    assert worker._stalled(ends, moved + _STALL_S) == [], "a record handled is progress"
+    assert worker._stalled(ends, moved + _STALL_S) == [events, control]
+    worker._gap_before(Arrived(events.topic, events.partition, 5))
+    assert worker._stalled(ends, moved + _STALL_S) == [control], "a record handled is progress"

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import orjson
+from aiokafka import AIOKafkaProducer
 from conftest import fresh_settings
 from stream_helpers import WorkerProcess, poll_metric, read_documents
+from whereabouts import stream_app_id, whole_topic
 
 import tracebus
+from tracebus.config import KafkaSettings
 from tracebus.kafka import EmbeddedBroker
 from tracebus.kafka.broker import free_port
+from tracebus.schemas import encode_batch, new_observation_id, new_trace_id
 
 
 def test_open_traces_beyond_the_bound_are_published_early_oldest_first(
@@ -73,3 +79,72 @@ def test_published_traces_kept_for_late_events_are_forgotten_first_at_the_bound(
     kept = [d for d in second if len(d.observations) == 2]
     # Most content was forgotten to respect the bound, yet every late event got a new revision.
     assert len(forgotten) >= 15 and len(forgotten) + len(kept) == 30
+
+
+def write_open_traces(settings: KafkaSettings, count: int, input_bytes: int) -> None:
+    """`count` records of one trace each, whose root has started and not ended."""
+
+    async def write() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers, linger_ms=20, enable_idempotence=False
+        )
+        await producer.start()
+        try:
+            for _ in range(count):
+                trace_id = new_trace_id()
+                root = {
+                    "schema_version": 1,
+                    "type": "observation",
+                    "event_id": new_observation_id(),
+                    "trace_id": trace_id,
+                    "timestamp_unix_nano": 1,
+                    "observation_id": new_observation_id(),
+                    "kind": "agent",
+                    "name": "running",
+                    "start_time_unix_nano": 1,
+                    "input": "x" * input_bytes,
+                }
+                value = encode_batch(trace_id, [orjson.dumps(root)])
+                await producer.send(settings.events_topic, value, key=trace_id.encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(write())
+
+
+def test_a_worker_catching_up_on_a_backlog_holds_its_bound_while_it_reads(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """Evictions and publication acknowledgements travel as control records in a topic of the
+    worker's own: they do not queue behind the backlog, so traces go out at the bound while the
+    worker reads it, instead of all being held until it has read everything. The changelog
+    shows the order: traces are marked `publishing` between the backlog's records, not after
+    the last of them."""
+    # One partition, so that the oldest traces, evicted first, are in the partition being read;
+    # and several fetches of it (36 MB): the consumer reads ahead one fetch (8 MiB) at most.
+    settings = fresh_settings(broker.bootstrap_servers, partitions=1)
+    backlog = 3_000
+    write_open_traces(settings, backlog, input_bytes=12_000)
+    metrics_port = free_port()
+    worker = WorkerProcess(
+        settings,
+        tmp_path,
+        TRACEBUS_MAX_OPEN_TRACES="100",
+        TRACEBUS_IDLE_TIMEOUT_S="600",
+        TRACEBUS_METRICS_PORT=str(metrics_port),
+    )
+    try:
+        poll_metric(metrics_port, "tracebus_stream_records_total", backlog, timeout=90)
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    changelog = asyncio.run(whole_topic(settings, f"{stream_app_id(settings)}-traces-changelog"))
+    # Records (`<id>/<p>/<offset>/<ns>`), not their deletions once published and forgotten.
+    records = [e.offset for e in changelog if e.key.count(b"/") == 3 and e.value]
+    marked = [
+        e.offset
+        for e in changelog
+        if e.value and e.key.count(b"/") == 0 and b'"status":"publishing"' in e.value
+    ]
+    assert len(records) == backlog
+    assert marked and marked[0] < records[-1]

@@ -18,11 +18,20 @@ changelog, i.e. a new app id.
 Publication protocol, so that a crash never loses a trace and never publishes the same revision
 twice: the agent marks a trace `publishing` (revision r) in the table and queues its documents;
 the publisher flushes the producer (the mark is then in the changelog), sends the documents,
-and on acknowledgement sends a `published` control record through the trace's own partition,
-which the agent applies. A worker that finds a trace still `publishing` after recovery cannot
-know whether revision r went out, so it publishes r + 1. Time-based decisions (grace, idle
-timeout, late window, memory bound) travel the same way as `close` control records, because
-Faust only lets an agent processing that partition modify a table key."""
+and on acknowledgement sends a `published` control record to the trace's partition, which the
+agent applies. A worker that finds a trace still `publishing` after recovery cannot know
+whether revision r went out, so it publishes r + 1. Time-based decisions (grace, idle timeout,
+late window, memory bound) travel the same way as `close` control records, because Faust only
+lets an agent processing that partition modify a table key.
+
+Control records go through one of two partitions the agent reads, by what their order must
+respect. A grace, idle-timeout or late-window `close` is appended to the events partition, so
+it acts only on a trace that has every event the log held before it: after a takeover, the
+events a killed worker left unread complete their traces before any timeout can. Memory-bound
+closes and `published` acknowledgements go through `<app id>-control`, a topic of the worker's
+own read beside the events topic (Faust assigns partition p of both to the same worker): in the
+events topic they would queue behind a backlog, and a worker catching up after an outage would
+hold every trace it read until it had read them all."""
 
 from __future__ import annotations
 
@@ -65,7 +74,7 @@ from tracebus.streams.assembly import (
     status_key,
     too_big,
 )
-from tracebus.streams.index import DeadlineIndex
+from tracebus.streams.index import FORGET_NOW, MEMORY_BOUND, DeadlineIndex
 from tracebus.streams.metrics import StreamMetrics
 from tracebus.streams.settings import StreamSettings
 from tracebus.streams.transport import StreamTransport
@@ -119,21 +128,25 @@ class StreamWorker:
         # Revisions this worker has queued: a second `close` for them must not publish again.
         self._queued_revisions: dict[str, int] = {}
         self._queued = asyncio.Event()
-        # Per partition: the offset of the next record (see `_skipped_records`), and when
-        # (monotonic) it last moved.
-        self._next_offsets: dict[int, int] = {}
-        self._moved_at: dict[int, float] = {}
+        # Per partition read (events and control): the offset of the next record (see
+        # `_skipped_records`), and when (monotonic) it last moved.
+        self._next_offsets: dict[TP, int] = {}
+        self._moved_at: dict[TP, float] = {}
         self.app = self._build_app()
 
     def _build_app(self) -> faust.App:
         s = self.settings
         app = faust_app(s)
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
-        self.events_topic = app.topic(s.events_topic, partitions=s.partitions, **raw)
         self.dead_letter_topic = app.topic(s.dead_letter_topic, partitions=1, **raw)
         self.table = app.Table("traces", default=None, partitions=s.partitions, **raw)
         self.table.on_recover(self._recover)
-        app.agent(self.events_topic, name="assemble")(self._assemble)
+        # Both topics are declared (created when missing) with the same partitions, so that
+        # Faust assigns partition p of both to the same worker.
+        source = app.topic(
+            s.events_topic, control_topic(s), partitions=s.partitions, internal=True, **raw
+        )
+        app.agent(source, name="assemble")(self._assemble)
         app.timer(s.tick_s)(self._tick)
         app.timer(_STALL_S / 2)(self._wake_stalled)
         app.task(self._publisher)
@@ -196,23 +209,24 @@ class StreamWorker:
         """The offsets of the message's partition between the last record handled and this one.
 
         Faust can drop fetched records around a rebalance and then commit over the gap they
-        leave (faust-streaming#606, #221): those records would be lost. The events topic has no
+        leave (faust-streaming#606, #221): those records would be lost. Neither topic read has
         gaps of its own (no compaction, no transactions), so a gap is read and handled before
         the message, still within its partition (so table writes go to the right changelog
         partition). A record that comes twice is applied once (event ids), and control records
         are idempotent."""
-        partition, offset = message.partition, message.offset
-        expected = self._next_offsets.get(partition)
+        tp, offset = TP(message.topic, message.partition), message.offset
+        expected = self._next_offsets.get(tp)
         if expected is None or offset >= expected:
-            self._next_offsets[partition] = offset + 1
-            self._moved_at[partition] = time.monotonic()
+            self._next_offsets[tp] = offset + 1
+            self._moved_at[tp] = time.monotonic()
         return range(0) if expected is None else range(expected, offset)
 
     async def _skipped_records(
         self, topic: str, partition: int, gap: range
     ) -> AsyncIterator[ConsumerRecord]:
         log.warning(
-            "partition %d jumped from offset %d to %d: reading the records skipped",
+            "%s[%d] jumped from offset %d to %d: reading the records skipped",
+            topic,
             partition,
             gap.start,
             gap.stop,
@@ -225,10 +239,10 @@ class StreamWorker:
                     yield record
         except (KafkaError, TimeoutError) as error:
             log.error(
-                "records %d to %d of partition %d were skipped and cannot be read (%r): "
-                "their events are missing from their traces",
+                "records %d to %d of %s[%d] were skipped and cannot be read (%r)",
                 gap.start,
                 gap.stop - 1,
+                topic,
                 partition,
                 error,
             )
@@ -273,7 +287,7 @@ class StreamWorker:
                 self._delete([status_key(trace_id), snapshot_key(trace_id)])
                 self._delete([key for key, _ in state.records])
                 return
-            if reason == "forget_now":
+            if reason == FORGET_NOW:
                 # Memory bound: keep only the revision number, so a late event still gets a
                 # higher revision (with the late observations only) instead of repeating one.
                 self._delete([snapshot_key(trace_id), *forget_content(state)])
@@ -415,7 +429,10 @@ class StreamWorker:
             if tp.topic == self.settings.events_topic
         }
         # Faust reads each partition again from its committed offset (see `transport.py`).
-        self._next_offsets = await self._resume_offsets(active)
+        sources = (self.settings.events_topic, control_topic(self.settings))
+        self._next_offsets = await self._resume_offsets(
+            [TP(topic, p) for topic in sources for p in sorted(active)]
+        )
         self._moved_at = dict.fromkeys(self._next_offsets, time.monotonic())
         self.states = {t: s for t, s in self.states.items() if s.partition in active}
         rebuilt = rebuild(self.table.items(), skip=self.states.keys())
@@ -435,60 +452,62 @@ class StreamWorker:
                 self._track(state)
         log.info("recovered %d traces in partitions %s", len(self.states), sorted(active))
 
-    async def _resume_offsets(self, partitions: set[int]) -> dict[int, int]:
+    async def _resume_offsets(self, partitions: list[TP]) -> dict[TP, int]:
         """Where Faust resumes each partition: this group's committed offset, else the log
         start (the consumer reads from the earliest record). None known where the broker
         cannot say; the check of skipped records then starts at the partition's first record."""
-        topic = self.settings.events_topic
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not partitions:
+            return {}
+        tps = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
         try:
             async with admin_client(self.settings.bootstrap_servers) as admin:
                 committed = await committed_offsets(admin, self.settings.app_id, tps)
-            async with TopicReader(self.settings.bootstrap_servers, topic) as reader:
+            async with TopicReader(self.settings.bootstrap_servers, tps[0].topic) as reader:
                 starts = await reader.consumer.beginning_offsets(tps)
         except KafkaError as error:
             log.warning("committed offsets unavailable after recovery: %r", error)
             return {}
         offsets = {
-            tp.partition: starts[tp] if committed[tp] is None else committed[tp] for tp in tps
+            TP(tp.topic, tp.partition): starts[tp] if committed[tp] is None else committed[tp]
+            for tp in tps
         }
-        log.info("resuming partitions at offsets %s", offsets)
+        log.info("resuming at offsets %s", {f"{t}[{p}]": o for (t, p), o in offsets.items()})
         return offsets
 
     async def _wake_stalled(self) -> None:
         """Faust can take a partition's records from the broker without handing them to the
         agent. The next record shows the gap (`_gap_before`); when none comes, a stalled
-        partition gets one: a `wake` control record."""
+        partition gets one: a `wake` control record, in the partition itself."""
         if self.app.rebalancing or not self.app.flow_control.is_active():
             return
-        topic = self.settings.events_topic
-        ends: dict[int, int | None] = {}
-        for partition in self._next_offsets:
+        ends: dict[TP, int | None] = {}
+        for tp in self._next_offsets:
             with contextlib.suppress(AssertionError):  # no longer assigned: a rebalance began
-                ends[partition] = self.app.consumer.highwater(TP(topic, partition))
+                ends[tp] = self.app.consumer.highwater(tp)
         now = time.monotonic()
-        for partition in self._stalled(ends, now):
+        for tp in self._stalled(ends, now):
             log.warning(
-                "partition %d has records up to offset %d, but none from offset %d reached the "
-                "agent in %.0fs: waking it",
-                partition,
-                ends[partition] - 1,
-                self._next_offsets[partition],
-                now - self._moved_at[partition],
+                "%s[%d] has records up to offset %d, but none from offset %d reached the agent "
+                "in %.0fs: waking it",
+                tp.topic,
+                tp.partition,
+                ends[tp] - 1,
+                self._next_offsets[tp],
+                now - self._moved_at[tp],
             )
             self.metrics.wakes.inc()
-            self._moved_at[partition] = now
-            await self._send_control(partition, "wake", [])
+            self._moved_at[tp] = now
+            await self._send_control(tp.topic, tp.partition, "wake", [])
 
-    def _stalled(self, ends: dict[int, int | None], now: float) -> list[int]:
+    def _stalled(self, ends: dict[TP, int | None], now: float) -> list[TP]:
         """The partitions with records past their next offset (`ends`: each one's end offset
         as last fetched) and none handled for `_STALL_S`."""
         return [
-            partition
-            for partition, end in ends.items()
+            tp
+            for tp, end in ends.items()
             if end is not None
-            and end > self._next_offsets[partition]
-            and now - self._moved_at.get(partition, now) >= _STALL_S
+            and end > self._next_offsets[tp]
+            and now - self._moved_at.get(tp, now) >= _STALL_S
         ]
 
     # -- time-based decisions and publication ---------------------------------------------------
@@ -503,18 +522,25 @@ class StreamWorker:
             if oldest is None:
                 break
             due.append(oldest)
-        by_partition: dict[int, list[tuple[str, str]]] = {}
+        by_destination: dict[tuple[str, int], list[tuple[str, str]]] = {}
         for item in due:
-            by_partition.setdefault(item.partition, []).append((item.trace_id, item.reason))
-        for partition, traces in by_partition.items():
-            await self._send_control(partition, "close", traces)
+            topic = control_topic(s) if item.reason in MEMORY_BOUND else s.events_topic
+            by_destination.setdefault((topic, item.partition), []).append(
+                (item.trace_id, item.reason)
+            )
+        for (topic, partition), traces in by_destination.items():
+            await self._send_control(topic, partition, "close", traces)
 
-    async def _send_control(self, partition: int, command: str, traces: list[Any]) -> Any:
-        return await self.events_topic.send(
-            key=CONTROL_KEY,
-            value=orjson.dumps({"traces": traces}),
-            partition=partition,
-            headers=[(CONTROL_HEADER, command.encode())],
+    async def _send_control(
+        self, topic: str, partition: int, command: str, traces: list[Any]
+    ) -> Any:
+        return await self.app.producer.send(
+            topic,
+            CONTROL_KEY,
+            orjson.dumps({"traces": traces}),
+            partition,
+            None,
+            [(CONTROL_HEADER, command.encode())],
         )
 
     async def _publisher(self) -> None:
@@ -557,7 +583,12 @@ class StreamWorker:
                 (publication.trace_id, publication.revision, publication.final)
             )
         for partition, traces in acknowledged.items():
-            await self._send_control(partition, "published", traces)
+            await self._send_control(control_topic(self.settings), partition, "published", traces)
+
+
+def control_topic(settings: StreamSettings) -> str:
+    """The topic of a stream app's control records (its own, like its table's changelog)."""
+    return f"{settings.app_id}-control"
 
 
 def faust_app(settings: StreamSettings) -> faust.App:
@@ -586,6 +617,9 @@ def faust_app(settings: StreamSettings) -> faust.App:
         producer_max_request_size=8 * 1024 * 1024,
         # 1 MiB per partition and fetch is ~50 such records: the agent waited on fetches.
         consumer_max_fetch_size=8 * 1024 * 1024,
+        # At most this many records are handed to the agent per fetch: control records wait
+        # behind no more than that (and the stream buffer), however many events a fetch brings.
+        broker_max_poll_records=1000,
         key_serializer="raw",
         value_serializer="raw",
     )

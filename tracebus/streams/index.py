@@ -5,6 +5,12 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
+from tracebus.schemas import Completion
+
+FORGET_NOW = "forget_now"
+# The reasons the memory bound gives (`DeadlineIndex.pop_oldest`), as opposed to deadlines.
+MEMORY_BOUND = frozenset({FORGET_NOW, Completion.EVICTED})
+
 
 @dataclass(frozen=True, slots=True)
 class Due:
@@ -79,7 +85,9 @@ class DeadlineIndex:
         """What the memory bound gives up first: the oldest published trace kept for late
         events (forgotten early), else the oldest open trace (published early)."""
         published = {t for t in self._entries.keys() - self._open if self._entries[t][4]}
-        candidates, reason = (published, "forget_now") if published else (self._open, "evicted")
+        candidates, reason = (
+            (published, FORGET_NOW) if published else (self._open, Completion.EVICTED)
+        )
         if not candidates:
             return None
         trace_id = min(candidates, key=lambda t: self._entries[t][5])
