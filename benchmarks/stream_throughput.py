@@ -516,19 +516,33 @@ class Grouping:
 
 
 async def ceiling_loop(bootstrap: str, source: str, sink: str, group: str) -> dict[str, Any]:
-    """`Grouping` in a raw aiokafka consume → produce loop, until SIGTERM; produces like the
-    Faust worker (acks=all, linger 50 ms, no compression)."""
+    """`Grouping` in a raw aiokafka consume → produce loop, until SIGTERM; fetches and produces
+    like the Faust worker (its fetch wait and sizes; acks=all, linger 50 ms, its batch sizes,
+    no compression)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from tracebus.streams.app import MAX_BATCH_BYTES, MAX_FETCH_BYTES, MAX_REQUEST_BYTES
+    from tracebus.streams.transport import FETCH_MAX_WAIT_MS
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     consumer = AIOKafkaConsumer(
-        source, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest"
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        max_partition_fetch_bytes=MAX_FETCH_BYTES,
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=50, enable_idempotence=False
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=50,
+        enable_idempotence=False,
+        max_batch_size=MAX_BATCH_BYTES,
+        max_request_size=MAX_REQUEST_BYTES,
     )
     await producer.start()
     await consumer.start()

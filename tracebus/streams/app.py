@@ -89,6 +89,13 @@ _PUBLISH_RETRY_S = 1.0
 # A partition with records past its next offset and none handled this long is woken (see
 # `_wake_stalled`): far longer than records wait in Faust's buffers on a busy worker.
 _STALL_S = 10.0
+# A trace's record, changelog entry and document are ~20-30 KiB: with Faust's 16 KiB batches
+# each message is a batch of its own, one per partition per request (half the throughput); a
+# 1 MiB message (the record limit) must fit a request too.
+MAX_BATCH_BYTES = 1024 * 1024
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+# Per partition and fetch: 1 MiB is ~50 such records, and the agent waited on fetches.
+MAX_FETCH_BYTES = 8 * 1024 * 1024
 
 
 class Record(Protocol):
@@ -610,13 +617,9 @@ def faust_app(settings: StreamSettings) -> faust.App:
         broker_heartbeat_interval=1,
         # Table writes are one changelog message each: lingering batches them (2.5× faster).
         producer_linger=0.05,
-        # A trace's record, changelog entry and document are ~20-30 KiB: with Faust's 16 KiB
-        # batches each message is a batch of its own, one per partition per request (half
-        # the throughput); a 1 MiB message (the record limit) must fit a request too.
-        producer_max_batch_size=1024 * 1024,
-        producer_max_request_size=8 * 1024 * 1024,
-        # 1 MiB per partition and fetch is ~50 such records: the agent waited on fetches.
-        consumer_max_fetch_size=8 * 1024 * 1024,
+        producer_max_batch_size=MAX_BATCH_BYTES,
+        producer_max_request_size=MAX_REQUEST_BYTES,
+        consumer_max_fetch_size=MAX_FETCH_BYTES,
         # At most this many records are handed to the agent per fetch: control records wait
         # behind no more than that (and the stream buffer), however many events a fetch brings.
         broker_max_poll_records=1000,

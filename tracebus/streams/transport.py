@@ -12,7 +12,12 @@ any Kafka-compatible broker:
   them again. aiokafka's seek leaves a partition with no committed offset (or offset 0) where it
   is: past the dropped records, which nobody would then handle. Such a partition of a stream
   topic is sought to its log start, where the group would begin it (`auto_offset_reset` is
-  earliest)."""
+  earliest).
+
+And one setting Faust fixes: its consumer waits up to 1.5 s for a fetch to fill. Apache Kafka
+answers as soon as records arrive; tansu answers only when the wait ends, so every control
+record's round trip (and the end-to-end latency) took hundreds of milliseconds. A short wait
+costs an idle worker a few fetch requests a second."""
 
 from __future__ import annotations
 
@@ -27,9 +32,21 @@ from faust.types import TP
 from tracebus.ops.topic_reader import offset_bounds
 
 log = logging.getLogger("tracebus.stream")
+FETCH_MAX_WAIT_MS = 100
+
+
+class StreamConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # Read when the consumer starts (its fetcher is built then), and only as an attribute.
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
 
 
 class StreamConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> StreamConsumerThread:
+        return StreamConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         if not partitions:
             return {}
