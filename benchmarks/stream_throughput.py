@@ -13,7 +13,10 @@ the worker's Faust app (`--faust-agent`, internal: what Faust alone costs), and 
 record to the last document it published; the three alternate for `--rounds` rounds (each run
 on topics of its own) and the median round of each is reported, since one run swings by a third
 on a shared machine.
-A last run measures the resident memory a worker needs per open trace.
+The SDK input runs a fourth time per round: the worker again, held to a memory bound of a
+quarter of the input's bytes, which is where a busy worker runs for good (the late window keeps
+its published traces until the bound forgets them; once at the bound, each trace taken in
+costs one forgotten). A last run measures the resident memory a worker needs per open trace.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
 import re
@@ -87,6 +91,10 @@ WARMUP_TRACES = 100  # complete traces the memory worker handles before its base
 STARTED_CPU_S = 1.0  # CPU seconds a worker has used once its interpreter is up (imports)
 RECORDS_METRIC = "tracebus_stream_records_total"  # event records consumed (not control ones)
 TARGET_RATIO, TARGET_SPANS_PER_S = 0.5, 50_000
+# The at-bound run holds this share of the input's bytes (TRACEBUS_MAX_OPEN_BYTES). A busy
+# worker runs at its bound: the late window keeps its published traces until the bound forgets
+# them, so every trace it takes in then costs one forgotten (the steady state the others miss).
+BOUND_SHARE = 0.25
 WORKER_ENV = {
     "TRACEBUS_GRACE_S": "0.2",
     "TRACEBUS_TICK_S": "0.1",
@@ -704,9 +712,16 @@ def rates(
 
 
 def run_tracebus(
-    bootstrap: str, topics: Topics, workload: Workload, records: int, config: Config, work: Path
+    bootstrap: str,
+    topics: Topics,
+    workload: Workload,
+    records: int,
+    config: Config,
+    work: Path,
+    implementation: str = "tracebus",
+    **extra_env: str,
 ) -> dict[str, Any]:
-    env = worker_env(bootstrap, topics, work / "data")
+    env = worker_env(bootstrap, topics, work / "data", **extra_env)
     name = topics.run_name
     worker = Child(WORKER_COMMAND, work / f"tracebus-{name}.log", env)
     profiler = None
@@ -724,8 +739,8 @@ def run_tracebus(
         code = worker.stop()
     changelog = f"{env['TRACEBUS_APP_ID']}-traces-changelog"
     started_ms = asyncio.run(first_timestamp(bootstrap, changelog))
-    row = {"implementation": "tracebus", **rates(output, workload.traces, records, started_ms)}
-    row.update(exit_code=code, rss_after_bytes=rss_after)
+    row = {"implementation": implementation, **rates(output, workload.traces, records, started_ms)}
+    row.update(exit_code=code, rss_after_bytes=rss_after, worker_env=extra_env)
     if started_ms is not None:
         row["startup_s"] = started_ms / MS_PER_S - worker.started
     if "error" in row:
@@ -889,6 +904,7 @@ def measure_memory(bootstrap: str, topics: Topics, config: Config, work: Path) -
 
 IMPLEMENTATIONS = {
     "tracebus": "tracebus stream worker",
+    "tracebus_at_bound": "tracebus at its memory bound",
     "faust": "bare Faust agent",
     "ceiling": "aiokafka ceiling",
 }
@@ -905,7 +921,7 @@ def row_note(row: dict[str, Any]) -> str:
     rounds = row.get("spans_per_s_per_round", [])
     if len(rounds) > 1:
         notes.append(f"median of {len(rounds)} rounds ({fmt(min(rounds))}–{fmt(max(rounds))})")
-    if row["implementation"] == "tracebus":
+    if row["implementation"].startswith("tracebus"):
         done = row["completed_by"]
         notes.append(", ".join(f"{k} {v:,}" for k, v in sorted(done.items())))
     else:
@@ -931,7 +947,9 @@ def throughput_table(report: dict[str, Any]) -> Any:
         label = INPUT_LABELS[name].format(n=config["events_per_record"])
         ceiling = rows["ceiling"].get("spans_per_s")
         for implementation, title in IMPLEMENTATIONS.items():
-            row = rows[implementation]
+            row = rows.get(implementation)
+            if row is None:
+                continue
             table.add_row(
                 label,
                 title,
@@ -962,6 +980,16 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             f"{check(share, TARGET_RATIO)}); the bare Faust agent, doing the ceiling's work on "
             f"the worker's Faust app, {fmt(ratio(faust, rows['ceiling'].get('spans_per_s')), 2)}"
             f"× the ceiling, tracebus {fmt(ratio(tracebus, faust), 2)}× the bare agent"
+        )
+    bound = report["throughput"]["whole"].get("tracebus_at_bound")
+    if bound is not None:
+        below = report["throughput"]["whole"]["tracebus"].get("spans_per_s")
+        held = int(bound.get("worker_env", {}).get("TRACEBUS_MAX_OPEN_BYTES", 0))
+        lines.append(
+            f"at its memory bound (TRACEBUS_MAX_OPEN_BYTES {held / 1024 / 1024:,.1f} MiB, "
+            f"{BOUND_SHARE:.0%} of the input; from then on each trace taken in forgets the oldest "
+            f"published one): tracebus {fmt(bound.get('spans_per_s'))} spans/s, "
+            f"{fmt(ratio(bound.get('spans_per_s'), below), 2)}× the worker below its bound"
         )
     memory = report["memory"]
     if "error" in memory:
@@ -1024,11 +1052,19 @@ def run_benchmark(config: Config) -> dict[str, Any]:
         ("faust", run_faust_agent),
         ("tracebus", run_tracebus),
     ]
+    bound = str(int(sum(len(value) for _, value in workload.whole) * BOUND_SHARE))
+    at_bound = functools.partial(
+        run_tracebus, implementation="tracebus_at_bound", TRACEBUS_MAX_OPEN_BYTES=bound
+    )
+    implementations_of = {
+        "whole": [*implementations, ("tracebus_at_bound", at_bound)],
+        "split": implementations,
+    }
     run_inputs = {
         Topics.of_run(name, round_, implementation): records
         for name, records in inputs.items()
         for round_ in range(config.rounds)
-        for implementation, _ in implementations
+        for implementation, _ in implementations_of[name]
     }
     every_topic = {
         topic: count
@@ -1042,11 +1078,13 @@ def run_benchmark(config: Config) -> dict[str, Any]:
             send_input(bootstrap, topics.events, records)
         for name, records in inputs.items():
             # Rounds alternate the implementations, so all meet the machine's ups and downs alike.
-            runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl, _ in implementations}
+            runs: dict[str, list[dict[str, Any]]] = {
+                impl: [] for impl, _ in implementations_of[name]
+            }
             for round_ in range(config.rounds):
                 # One profile is enough, and a profiled run is a slower one.
                 round_config = config if round_ == 0 else replace(config, py_spy=None)
-                for implementation, run in in_round(implementations, round_):
+                for implementation, run in in_round(implementations_of[name], round_):
                     progress(f"{name}, round {round_ + 1} of {config.rounds}: {implementation}")
                     topics = Topics.of_run(name, round_, implementation)
                     try:

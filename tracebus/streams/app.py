@@ -524,11 +524,8 @@ class StreamWorker:
         now = time.time_ns()
         due = self.index.pop_due(now)
         s = self.settings
-        while self.index.open_count > s.max_open_traces or self.index.held_bytes > s.max_open_bytes:
-            oldest = self.index.pop_oldest()
-            if oldest is None:
-                break
-            due.append(oldest)
+        while (over := self.index.pop_over_bound(s.max_open_traces, s.max_open_bytes)) is not None:
+            due.append(over)
         by_destination: dict[tuple[str, int], list[tuple[str, str]]] = {}
         for item in due:
             topic = control_topic(s) if item.reason in MEMORY_BOUND else s.events_topic

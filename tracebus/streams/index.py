@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from tracebus.schemas import Completion
 
 FORGET_NOW = "forget_now"
-# The reasons the memory bound gives (`DeadlineIndex.pop_oldest`), as opposed to deadlines.
+# The reasons the memory bound gives (`DeadlineIndex.pop_over_bound`), as opposed to deadlines.
 MEMORY_BOUND = frozenset({FORGET_NOW, Completion.EVICTED})
+# A heap of lazily deleted entries is rebuilt from the live ones past this many per live one.
+_STALE_PER_LIVE = 2
+_MIN_HEAP_TO_COMPACT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,15 +22,31 @@ class Due:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    due_ns: int
+    sequence: int
+    partition: int
+    reason: str
+    size: int
+    first_ns: int
+    is_open: bool
+
+
 class DeadlineIndex:
     """Deadlines of the traces this worker owns, with the size of the open ones.
 
-    A heap with lazy deletion: replacing a deadline leaves the old heap entry behind, ignored
-    when it surfaces, so updates stay O(log n)."""
+    Heaps with lazy deletion: replacing an entry leaves its old heap items behind, ignored when
+    they surface, so every update and every pop stays O(log n). Three heaps: by deadline; and,
+    for the memory bound, open traces and published traces still holding content, each by
+    their first event (oldest first). At the bound, the worker is at it for every trace it
+    takes in: the late window keeps a busy worker's published traces up to the byte bound."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, str]] = []
-        self._entries: dict[str, tuple[int, int, int, str, int, int]] = {}
+        self._entries: dict[str, _Entry] = {}
+        self._by_deadline: list[tuple[int, int, str]] = []
+        self._oldest_open: list[tuple[int, int, str]] = []
+        self._oldest_held: list[tuple[int, int, str]] = []
         self._sequence = 0
         self._open: set[str] = set()
         self.open_bytes = 0
@@ -56,48 +75,86 @@ class DeadlineIndex:
     ) -> None:
         self.discard(trace_id)
         self._sequence += 1
-        self._entries[trace_id] = (due_ns, self._sequence, partition, reason, size, first_ns)
+        sequence = self._sequence
+        self._entries[trace_id] = _Entry(
+            due_ns, sequence, partition, reason, size, first_ns, is_open
+        )
         self.held_bytes += size
+        self._push(self._by_deadline, due_ns, sequence, trace_id)
         if is_open:
             self._open.add(trace_id)
             self.open_bytes += size
-        heapq.heappush(self._heap, (due_ns, self._sequence, trace_id))
+            self._push(self._oldest_open, first_ns, sequence, trace_id)
+        elif size:
+            self._push(self._oldest_held, first_ns, sequence, trace_id)
 
     def discard(self, trace_id: str) -> None:
         entry = self._entries.pop(trace_id, None)
         if entry is not None:
-            self.held_bytes -= entry[4]
-            if trace_id in self._open:
+            self.held_bytes -= entry.size
+            if entry.is_open:
                 self._open.discard(trace_id)
-                self.open_bytes -= entry[4]
+                self.open_bytes -= entry.size
 
     def pop_due(self, now_ns: int) -> list[Due]:
         due = []
-        while self._heap and self._heap[0][0] <= now_ns:
-            _, sequence, trace_id = heapq.heappop(self._heap)
-            entry = self._entries.get(trace_id)
-            if entry is not None and entry[1] == sequence:
-                self.discard(trace_id)
-                due.append(Due(trace_id, entry[2], entry[3]))
+        heap = self._by_deadline
+        while heap and heap[0][0] <= now_ns:
+            _, sequence, trace_id = heapq.heappop(heap)
+            entry = self._pop_live(trace_id, sequence)
+            if entry is not None:
+                due.append(Due(trace_id, entry.partition, entry.reason))
         return due
 
-    def pop_oldest(self) -> Due | None:
-        """What the memory bound gives up first: the oldest published trace kept for late
-        events (forgotten early), else the oldest open trace (published early)."""
-        published = {t for t in self._entries.keys() - self._open if self._entries[t][4]}
-        candidates, reason = (
-            (published, FORGET_NOW) if published else (self._open, Completion.EVICTED)
-        )
-        if not candidates:
-            return None
-        trace_id = min(candidates, key=lambda t: self._entries[t][5])
-        entry = self._entries[trace_id]
-        self.discard(trace_id)
-        return Due(trace_id, entry[2], reason)
+    def pop_over_bound(self, max_open_traces: int, max_held_bytes: int) -> Due | None:
+        """What the memory bound gives up next; None within it. Past the count of open traces,
+        the oldest open trace (published early); past the bytes, the oldest published trace
+        kept for late events (forgotten early), else the oldest open trace."""
+        if len(self._open) > max_open_traces:
+            return self._pop_oldest(self._oldest_open, Completion.EVICTED)
+        if self.held_bytes > max_held_bytes:
+            return self._pop_oldest(self._oldest_held, FORGET_NOW) or self._pop_oldest(
+                self._oldest_open, Completion.EVICTED
+            )
+        return None
 
     def clear(self) -> None:
-        self._heap.clear()
         self._entries.clear()
+        self._by_deadline.clear()
+        self._oldest_open.clear()
+        self._oldest_held.clear()
         self._open.clear()
         self.open_bytes = 0
         self.held_bytes = 0
+
+    def _pop_live(self, trace_id: str, sequence: int) -> _Entry | None:
+        """The entry a heap item stands for, removed; None for an item left behind."""
+        entry = self._entries.get(trace_id)
+        if entry is None or entry.sequence != sequence:
+            return None
+        self.discard(trace_id)
+        return entry
+
+    def _pop_oldest(self, heap: list[tuple[int, int, str]], reason: str) -> Due | None:
+        while heap:
+            _, sequence, trace_id = heapq.heappop(heap)
+            entry = self._pop_live(trace_id, sequence)
+            if entry is not None:
+                return Due(trace_id, entry.partition, reason)
+        return None
+
+    def _push(
+        self, heap: list[tuple[int, int, str]], key: int, sequence: int, trace_id: str
+    ) -> None:
+        """Push, first dropping the items left behind once they outnumber the live ones: an
+        open trace leaves one per record that updated it, and a bound never reached (or a
+        deadline far off) leaves them in place."""
+        if len(heap) >= _MIN_HEAP_TO_COMPACT and len(heap) > _STALE_PER_LIVE * len(self._entries):
+            entries = self._entries
+            heap[:] = [
+                item
+                for item in heap
+                if (entry := entries.get(item[2])) is not None and entry.sequence == item[1]
+            ]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (key, sequence, trace_id))
