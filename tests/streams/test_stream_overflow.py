@@ -81,8 +81,8 @@ def test_published_traces_kept_for_late_events_are_forgotten_first_at_the_bound(
     assert len(forgotten) >= 15 and len(forgotten) + len(kept) == 30
 
 
-def write_open_traces(settings: KafkaSettings, count: int, input_bytes: int) -> None:
-    """`count` records of one trace each, whose root has started and not ended."""
+def write_backlog(settings: KafkaSettings, count: int, input_bytes: int, roots_end: bool) -> None:
+    """`count` records of one trace each: a root that has started, and ended if `roots_end`."""
 
     async def write() -> None:
         producer = AIOKafkaProducer(
@@ -104,6 +104,8 @@ def write_open_traces(settings: KafkaSettings, count: int, input_bytes: int) -> 
                     "start_time_unix_nano": 1,
                     "input": "x" * input_bytes,
                 }
+                if roots_end:
+                    root["end_time_unix_nano"] = 2
                 value = encode_batch(trace_id, [orjson.dumps(root)])
                 await producer.send(settings.events_topic, value, key=trace_id.encode())
             await producer.flush()
@@ -120,12 +122,13 @@ def test_a_worker_catching_up_on_a_backlog_holds_its_bound_while_it_reads(
     worker's own: they do not queue behind the backlog, so traces go out at the bound while the
     worker reads it, instead of all being held until it has read everything. The changelog
     shows the order: traces are marked `publishing` between the backlog's records, not after
-    the last of them."""
+    the last of them; and their documents leave meanwhile too (the publisher awaits each
+    trace's mark, not a producer buffer that a worker reading a backlog never lets empty)."""
     # One partition, so that the oldest traces, evicted first, are in the partition being read;
     # and several fetches of it (36 MB): the consumer reads ahead one fetch (8 MiB) at most.
     settings = fresh_settings(broker.bootstrap_servers, partitions=1)
     backlog = 3_000
-    write_open_traces(settings, backlog, input_bytes=12_000)
+    write_backlog(settings, backlog, input_bytes=12_000, roots_end=False)
     metrics_port = free_port()
     worker = WorkerProcess(
         settings,
@@ -148,3 +151,34 @@ def test_a_worker_catching_up_on_a_backlog_holds_its_bound_while_it_reads(
     ]
     assert len(records) == backlog
     assert marked and marked[0] < records[-1]
+    last_record_ms = max(e.timestamp for e in changelog if e.key.count(b"/") == 3 and e.value)
+    documents = asyncio.run(whole_topic(settings, settings.traces_topic))
+    assert documents and min(d.timestamp for d in documents) < last_record_ms
+
+
+def test_a_worker_catching_up_on_a_backlog_of_complete_traces_publishes_them_at_its_bound(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """A trace that looks complete waits for its grace `close`, which its partition reads
+    behind the backlog. Meanwhile it stays held and counted: the byte bound publishes it while
+    the worker reads (as complete, since it was due anyway), instead of every trace of the
+    backlog waiting in memory, uncounted, for its close."""
+    settings = fresh_settings(broker.bootstrap_servers, partitions=1)
+    backlog = 4_000  # 48 MB against a bound of 2 MiB
+    write_backlog(settings, backlog, input_bytes=12_000, roots_end=True)
+    # A short grace period: traces are due soon after they are read, long before their close.
+    worker = WorkerProcess(
+        settings, tmp_path, TRACEBUS_MAX_OPEN_BYTES=str(2 * 1024 * 1024), TRACEBUS_GRACE_S="0.1"
+    )
+    try:
+        documents = read_documents(settings, lambda d: len(d) >= backlog, timeout=90)
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    assert len({d.trace_id for d in documents}) == len(documents) == backlog
+    # Those past their grace period go out as complete; younger ones are evicted at the bound.
+    assert {d.completed_by for d in documents} <= {"root_ended", "evicted"}
+    changelog = asyncio.run(whole_topic(settings, f"{stream_app_id(settings)}-traces-changelog"))
+    last_record = max(e.offset for e in changelog if e.key.count(b"/") == 3 and e.value)
+    marked = [e.offset for e in changelog if e.value and b'"status":"publishing"' in e.value]
+    early = sum(offset < last_record for offset in marked)
+    assert early >= backlog // 2, f"{early} traces marked before the backlog's last record"

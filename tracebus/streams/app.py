@@ -17,7 +17,7 @@ changelog, i.e. a new app id.
 
 Publication protocol, so that a crash never loses a trace and never publishes the same revision
 twice: the agent marks a trace `publishing` (revision r) in the table and queues its documents;
-the publisher flushes the producer (the mark is then in the changelog), sends the documents,
+the publisher awaits the mark's changelog write (`table.py`), sends the documents,
 and on acknowledgement sends a `published` control record to the trace's partition, which the
 agent applies. A worker that finds a trace still `publishing` after recovery cannot know
 whether revision r went out, so it publishes r + 1. Time-based decisions (grace, idle timeout,
@@ -41,14 +41,14 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import faust
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from faust.exceptions import NotReady
-from faust.types import TP
+from faust.types import TP, FutureMessage
 
 from tracebus.observability import Heartbeat
 from tracebus.ops.groups import admin_client, committed_offsets
@@ -77,6 +77,7 @@ from tracebus.streams.assembly import (
 from tracebus.streams.index import FORGET_NOW, MEMORY_BOUND, DeadlineIndex
 from tracebus.streams.metrics import StreamMetrics
 from tracebus.streams.settings import StreamSettings
+from tracebus.streams.table import TraceTable
 from tracebus.streams.transport import StreamTransport
 from tracebus.streams.validation import parse_record
 
@@ -86,6 +87,8 @@ CONTROL_KEY = b"tracebus-control"
 REASON_HEADER = "tracebus-reason"
 _NS = 1_000_000_000
 _PUBLISH_RETRY_S = 1.0
+# A `close` not acted on this long after it was sent is sent again.
+_CLOSE_AGAIN_NS = 30 * _NS
 # A partition with records past its next offset and none handled this long is woken (see
 # `_wake_stalled`): far longer than records wait in Faust's buffers on a busy worker.
 _STALL_S = 10.0
@@ -96,6 +99,7 @@ MAX_BATCH_BYTES = 1024 * 1024
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 # Per partition and fetch: 1 MiB is ~50 such records, and the agent waited on fetches.
 MAX_FETCH_BYTES = 8 * 1024 * 1024
+STREAM_BUFFER_RECORDS = 256
 
 
 class Record(Protocol):
@@ -116,6 +120,8 @@ class Publication:
     revision: int
     documents: list[bytes]
     final: bool
+    # The changelog write of the trace's `publishing` mark: no document leaves before it.
+    marked: FutureMessage
 
 
 class StreamWorker:
@@ -146,7 +152,9 @@ class StreamWorker:
         app = faust_app(s)
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
         self.dead_letter_topic = app.topic(s.dead_letter_topic, partitions=1, **raw)
-        self.table = app.Table("traces", default=None, partitions=s.partitions, **raw)
+        self.table = cast(
+            TraceTable, app.Table("traces", default=None, partitions=s.partitions, **raw)
+        )
         self.table.on_recover(self._recover)
         # Both topics are declared (created when missing) with the same partitions, so that
         # Faust assigns partition p of both to the same worker.
@@ -308,8 +316,12 @@ class StreamWorker:
                 state, state.completed_by or reason, final=True, now=now, republish=True
             )
         elif reason == Completion.EVICTED:
-            self.metrics.evictions.inc()
-            self._start_publishing(state, reason, final=True, now=now)
+            due, due_reason = self._deadline(state)
+            if now >= due:  # due anyway: its own close is on the way, behind other records
+                self._start_publishing(state, due_reason, final=True, now=now)
+            else:
+                self.metrics.evictions.inc()
+                self._start_publishing(state, reason, final=True, now=now)
         else:
             # Events may have arrived since the command was sent: decide on the state as it is.
             due, current_reason = self._deadline(state)
@@ -354,7 +366,7 @@ class StreamWorker:
         state.status = PUBLISHING
         state.completed_by = completed_by
         state.status_since_ns = now
-        self._write_status(state)
+        marked = self._write_status(state)
         self._queued_revisions[state.trace_id] = state.revision
         self._queue.append(
             Publication(
@@ -363,6 +375,7 @@ class StreamWorker:
                 state.revision,
                 [orjson.dumps(d) for d in documents],
                 final,
+                marked,
             )
         )
         self._queued.set()
@@ -401,18 +414,20 @@ class StreamWorker:
         s = self.settings
         return deadline(state, int(s.grace_s * _NS), int(s.idle_timeout_s * _NS), self._late_ns)
 
-    def _write_status(self, state: TraceState) -> None:
+    def _write_status(self, state: TraceState) -> FutureMessage:
         self.table[status_key(state.trace_id)] = state.status_mark()
+        return self.table.last_write
 
     def _delete(self, keys: list[bytes]) -> None:
         for key in keys:
             self.table.pop(key, None)
 
-    def _track(self, state: TraceState) -> None:
+    def _track(self, state: TraceState, due_ns: int | None = None) -> None:
         if state.status == PUBLISHING:
             self.index.discard(state.trace_id)
         else:
             due, reason = self._deadline(state)
+            due = due if due_ns is None else due_ns
             is_open = state.status == OPEN
             self.index.set(
                 state.trace_id,
@@ -523,6 +538,13 @@ class StreamWorker:
         self.heartbeat.beat()
         now = time.time_ns()
         due = self.index.pop_due(now)
+        # A due trace's close reaches it behind whatever its partition holds before it (a
+        # backlog, after an outage). Meanwhile it stays held and counted, so that the memory
+        # bound can still publish it early; and if the close is lost, it is sent again.
+        for item in due:
+            state = self.states.get(item.trace_id)
+            if state is not None:
+                self._track(state, due_ns=now + _CLOSE_AGAIN_NS)
         s = self.settings
         while (over := self.index.pop_over_bound(s.max_open_traces, s.max_open_bytes)) is not None:
             due.append(over)
@@ -568,8 +590,7 @@ class StreamWorker:
                 self._queued.set()
 
     async def _publish(self, batch: list[Publication]) -> None:
-        # The `publishing` marks must be in the changelog before any document leaves.
-        await self.app.producer.flush()
+        batch = await self._marked(batch)
         # The producer's own send: a topic's send wraps each message in Faust's bookkeeping.
         send, topic = self.app.producer.send, self.settings.traces_topic
         sent = []
@@ -589,6 +610,26 @@ class StreamWorker:
         for partition, traces in acknowledged.items():
             await self._send_control(control_topic(self.settings), partition, "published", traces)
 
+    async def _marked(self, batch: list[Publication]) -> list[Publication]:
+        """The publications whose `publishing` mark is in the changelog, once it is. A trace
+        whose mark could not be written is republished as its next revision (a `close` makes
+        its partition write a new mark): sending this revision could repeat it after a crash."""
+        results = await asyncio.gather(*(p.marked for p in batch), return_exceptions=True)
+        unmarked: dict[int, list[tuple[str, str]]] = {}
+        for publication, result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("trace %s: its mark was not written (%r)", publication.trace_id, result)
+                if self._queued_revisions.get(publication.trace_id) == publication.revision:
+                    del self._queued_revisions[publication.trace_id]
+                unmarked.setdefault(publication.partition, []).append(
+                    (publication.trace_id, "republish")
+                )
+        for partition, traces in unmarked.items():
+            await self._send_control(control_topic(self.settings), partition, "close", traces)
+        return [
+            p for p, result in zip(batch, results, strict=True) if not isinstance(result, Exception)
+        ]
+
 
 def control_topic(settings: StreamSettings) -> str:
     """The topic of a stream app's control records (its own, like its table's changelog)."""
@@ -602,6 +643,7 @@ def faust_app(settings: StreamSettings) -> faust.App:
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         store="memory://" if settings.store == "memory" else "rocksdb://",
+        Table=TraceTable,
         datadir=str(settings.data_dir),
         web_enabled=False,
         topic_partitions=settings.partitions,
@@ -620,6 +662,10 @@ def faust_app(settings: StreamSettings) -> faust.App:
         # At most this many records are handed to the agent per fetch: control records wait
         # behind no more than that (and the stream buffer), however many events a fetch brings.
         broker_max_poll_records=1000,
+        # The agent's buffer of records read ahead, events and control alike. Faust's 4,096
+        # held ~80 MiB of SDK records on a worker reading a backlog, and every `published`
+        # acknowledgement waited behind them (~4 s), with its trace's content held meanwhile.
+        stream_buffer_maxsize=STREAM_BUFFER_RECORDS,
         key_serializer="raw",
         value_serializer="raw",
     )
