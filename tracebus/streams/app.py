@@ -87,6 +87,9 @@ CONTROL_KEY = b"tracebus-control"
 REASON_HEADER = "tracebus-reason"
 _NS = 1_000_000_000
 _PUBLISH_RETRY_S = 1.0
+# The agent waits while this many traces are queued for the publisher: read on, it would hold
+# every trace it closed meanwhile (a worker reading a backlog closes them faster than they go).
+_MAX_QUEUED_PUBLICATIONS = 500
 # A `close` not acted on this long after it was sent is sent again.
 _CLOSE_AGAIN_NS = 30 * _NS
 # A partition with records past its next offset and none handled this long is woken (see
@@ -141,6 +144,7 @@ class StreamWorker:
         # Revisions this worker has queued: a second `close` for them must not publish again.
         self._queued_revisions: dict[str, int] = {}
         self._queued = asyncio.Event()
+        self._queue_has_room = asyncio.Event()
         # Per partition read (events and control): the offset of the next record (see
         # `_skipped_records`), and when (monotonic) it last moved.
         self._next_offsets: dict[TP, int] = {}
@@ -171,6 +175,9 @@ class StreamWorker:
 
     async def _assemble(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
+            while len(self._queue) >= _MAX_QUEUED_PUBLICATIONS:
+                self._queue_has_room.clear()
+                await self._queue_has_room.wait()
             message = event.message
             try:
                 gap = self._gap_before(message)
@@ -574,6 +581,7 @@ class StreamWorker:
             await self._queued.wait()
             self._queued.clear()
             batch, self._queue = self._queue, []
+            self._queue_has_room.set()
             try:
                 with self.metrics.publish_seconds.time():
                     await self._publish(batch)
