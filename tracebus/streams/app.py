@@ -102,7 +102,7 @@ MAX_BATCH_BYTES = 1024 * 1024
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 # Per partition and fetch: 1 MiB is ~50 such records, and the agent waited on fetches.
 MAX_FETCH_BYTES = 8 * 1024 * 1024
-STREAM_BUFFER_RECORDS = 256
+_STREAM_BUFFER_RECORDS = 256
 
 
 class Record(Protocol):
@@ -671,9 +671,9 @@ def faust_app(settings: StreamSettings) -> faust.App:
         # behind no more than that (and the stream buffer), however many events a fetch brings.
         broker_max_poll_records=1000,
         # The agent's buffer of records read ahead, events and control alike. Faust's 4,096
-        # held ~80 MiB of SDK records on a worker reading a backlog, and every `published`
-        # acknowledgement waited behind them (~4 s), with its trace's content held meanwhile.
-        stream_buffer_maxsize=STREAM_BUFFER_RECORDS,
+        # hold ~80 MiB of SDK records on a worker reading a backlog, and a `published`
+        # acknowledgement waits behind all of them, its trace's content held meanwhile.
+        stream_buffer_maxsize=_STREAM_BUFFER_RECORDS,
         key_serializer="raw",
         value_serializer="raw",
     )
