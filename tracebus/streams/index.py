@@ -24,12 +24,12 @@ class Due:
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    due_ns: int
+    """What a trace's heap items stand for while their sequence is the entry's."""
+
     sequence: int
     partition: int
     reason: str
     size: int
-    first_ns: int
     is_open: bool
 
 
@@ -48,17 +48,12 @@ class DeadlineIndex:
         self._oldest_open: list[tuple[int, int, str]] = []
         self._oldest_held: list[tuple[int, int, str]] = []
         self._sequence = 0
-        self._open: set[str] = set()
+        self.open_count = 0  # traces still being assembled (not those kept after publication)
         self.open_bytes = 0
         self.held_bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    @property
-    def open_count(self) -> int:
-        """Traces still being assembled (not those kept after publication)."""
-        return len(self._open)
 
     def __contains__(self, trace_id: str) -> bool:
         return trace_id in self._entries
@@ -76,13 +71,11 @@ class DeadlineIndex:
         self.discard(trace_id)
         self._sequence += 1
         sequence = self._sequence
-        self._entries[trace_id] = _Entry(
-            due_ns, sequence, partition, reason, size, first_ns, is_open
-        )
+        self._entries[trace_id] = _Entry(sequence, partition, reason, size, is_open)
         self.held_bytes += size
         self._push(self._by_deadline, due_ns, sequence, trace_id)
         if is_open:
-            self._open.add(trace_id)
+            self.open_count += 1
             self.open_bytes += size
             self._push(self._oldest_open, first_ns, sequence, trace_id)
         elif size:
@@ -93,7 +86,7 @@ class DeadlineIndex:
         if entry is not None:
             self.held_bytes -= entry.size
             if entry.is_open:
-                self._open.discard(trace_id)
+                self.open_count -= 1
                 self.open_bytes -= entry.size
 
     def pop_due(self, now_ns: int) -> list[Due]:
@@ -110,7 +103,7 @@ class DeadlineIndex:
         """What the memory bound gives up next; None within it. Past the count of open traces,
         the oldest open trace (published early); past the bytes, the oldest published trace
         kept for late events (forgotten early), else the oldest open trace."""
-        if len(self._open) > max_open_traces:
+        if self.open_count > max_open_traces:
             return self._pop_oldest(self._oldest_open, Completion.EVICTED)
         if self.held_bytes > max_held_bytes:
             return self._pop_oldest(self._oldest_held, FORGET_NOW) or self._pop_oldest(
@@ -123,7 +116,7 @@ class DeadlineIndex:
         self._by_deadline.clear()
         self._oldest_open.clear()
         self._oldest_held.clear()
-        self._open.clear()
+        self.open_count = 0
         self.open_bytes = 0
         self.held_bytes = 0
 
