@@ -182,3 +182,34 @@ def test_a_worker_catching_up_on_a_backlog_of_complete_traces_publishes_them_at_
     marked = [e.offset for e in changelog if e.value and b'"status":"publishing"' in e.value]
     early = sum(offset < last_record for offset in marked)
     assert early >= backlog // 2, f"{early} traces marked before the backlog's last record"
+
+
+def test_evictions_reach_the_worker_ahead_of_the_records_it_has_fetched(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """The consumer fetches up to 8 MiB per partition ahead of the agent. Control records
+    (evictions at the bound, publication acknowledgements) reach the agent before events records
+    fetched earlier: behind them, every trace evicted or published meanwhile would stay in
+    memory until the agent had worked through the whole read-ahead. So a trace is evicted soon
+    after it passes the bound (100 open traces): in the changelog, few records come between the
+    trace's record and its `publishing` mark (a median of ~5,000 when control records waited)."""
+    settings = fresh_settings(broker.bootstrap_servers, partitions=1)
+    backlog = 30_000  # small records: over 10,000 in a fetch
+    write_backlog(settings, backlog, input_bytes=200, roots_end=False)
+    worker = WorkerProcess(
+        settings, tmp_path, TRACEBUS_MAX_OPEN_TRACES="100", TRACEBUS_IDLE_TIMEOUT_S="600"
+    )
+    try:
+        read_documents(settings, lambda d: len(d) >= backlog - 100, timeout=120)
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    changelog = asyncio.run(whole_topic(settings, f"{stream_app_id(settings)}-traces-changelog"))
+    read_at: dict[bytes, int] = {}  # trace id → how many records came before its record
+    records_since_read = []
+    for entry in changelog:
+        if entry.value and entry.key.count(b"/") == 3:
+            read_at[entry.key.split(b"/")[0]] = len(read_at)
+        elif entry.value and b'"status":"publishing"' in entry.value:
+            records_since_read.append(len(read_at) - read_at[entry.key])
+    assert len(records_since_read) >= backlog - 100
+    assert sorted(records_since_read)[len(records_since_read) // 2] <= 2_500

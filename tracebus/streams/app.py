@@ -29,7 +29,8 @@ respect. A grace, idle-timeout or late-window `close` is appended to the events 
 it acts only on a trace that has every event the log held before it: after a takeover, the
 events a killed worker left unread complete their traces before any timeout can. Memory-bound
 closes and `published` acknowledgements go through `<app id>-control`, a topic of the worker's
-own read beside the events topic (Faust assigns partition p of both to the same worker): in the
+own read beside the events topic (Faust assigns partition p of both to the same worker), whose
+records the consumer hands out before events records it fetched earlier (`transport.py`): in the
 events topic they would queue behind a backlog, and a worker catching up after an outage would
 hold every trace it read until it had read them all."""
 
@@ -678,6 +679,7 @@ def faust_app(settings: StreamSettings) -> faust.App:
         value_serializer="raw",
     )
     app.transport = StreamTransport(app.conf.broker_consumer, app)
+    app.transport.first_topics = frozenset([control_topic(settings)])
     # Faust flushes (and warns "producer buffer full") past 100 queued messages; a burst of
     # records queues a few table writes each, so that routine back-pressure would warn at every
     # burst. The buffer is still bounded, and flushed, past this.
