@@ -207,12 +207,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_bytes(pid: int) -> int:
-    """VmRSS of a process, from /proc/<pid>/status."""
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """VmRSS of a process (or another memory field: VmHWM, its peak), from /proc/<pid>/status."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    raise RuntimeError(f"no {field} for pid {pid}")
 
 
 # -- Kafka -----------------------------------------------------------------------------------

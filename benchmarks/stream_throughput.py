@@ -732,7 +732,9 @@ def run_tracebus(
         output = asyncio.run(
             await_output(bootstrap, topics.traces, workload.traces, worker, config.timeout_s)
         )
-        rss_after = rss_bytes(worker.process.pid) if worker.process.poll() is None else None
+        running = worker.process.poll() is None
+        rss_after = rss_bytes(worker.process.pid) if running else None
+        rss_peak = rss_bytes(worker.process.pid, "VmHWM") if running else None
     finally:
         if profiler is not None:
             profiler.stop()
@@ -740,7 +742,9 @@ def run_tracebus(
     changelog = f"{env['TRACEBUS_APP_ID']}-traces-changelog"
     started_ms = asyncio.run(first_timestamp(bootstrap, changelog))
     row = {"implementation": implementation, **rates(output, workload.traces, records, started_ms)}
-    row.update(exit_code=code, rss_after_bytes=rss_after, worker_env=extra_env)
+    row.update(
+        exit_code=code, rss_after_bytes=rss_after, rss_peak_bytes=rss_peak, worker_env=extra_env
+    )
     if started_ms is not None:
         row["startup_s"] = started_ms / MS_PER_S - worker.started
     if "error" in row:
@@ -985,11 +989,13 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if bound is not None:
         below = report["throughput"]["whole"]["tracebus"].get("spans_per_s")
         held = int(bound.get("worker_env", {}).get("TRACEBUS_MAX_OPEN_BYTES", 0))
+        peak = bound.get("rss_peak_bytes")
         lines.append(
             f"at its memory bound (TRACEBUS_MAX_OPEN_BYTES {held / 1024 / 1024:,.1f} MiB, "
             f"{BOUND_SHARE:.0%} of the input; from then on each trace taken in forgets the oldest "
             f"published one): tracebus {fmt(bound.get('spans_per_s'))} spans/s, "
-            f"{fmt(ratio(bound.get('spans_per_s'), below), 2)}× the worker below its bound"
+            f"{fmt(ratio(bound.get('spans_per_s'), below), 2)}× the worker below its bound; "
+            f"peak RSS {fmt(ratio(peak, 1024 * 1024))} MiB"
         )
     memory = report["memory"]
     if "error" in memory:
