@@ -33,10 +33,27 @@ def test_deadlines_come_due_in_order_and_a_new_deadline_replaces_the_old() -> No
     index.set("b", 10, Completion.ROOT_ENDED, 2, KIB, 2)
     index.set("a", 20, Completion.ROOT_ENDED, 1, KIB, 1)
 
-    assert index.pop_due(5) == []
-    assert index.pop_due(25) == [Due("b", 2, Completion.ROOT_ENDED), Due("a", 1, "root_ended")]
-    assert index.pop_due(100) == []
-    assert len(index) == 0 and index.open_count == 0 and index.held_bytes == 0
+    assert index.pop_due(5, again_ns=1_000) == []
+    assert index.pop_due(25, again_ns=1_000) == [
+        Due("b", 2, Completion.ROOT_ENDED),
+        Due("a", 1, Completion.ROOT_ENDED),
+    ]
+    assert index.pop_due(100, again_ns=2_000) == []
+
+
+def test_due_traces_stay_held_and_counted_and_come_due_again_until_they_are_acted_on() -> None:
+    """The worker acts on a due trace when its `close` arrives, behind a backlog maybe, or
+    never if it is lost: meanwhile the bound still sees the trace, and the close is sent again."""
+    index = DeadlineIndex()
+    open_trace(index, "a", 1)
+    index.set("b", 10, Completion.ROOT_ENDED, 0, KIB, 2)
+    assert index.pop_due(10, again_ns=50) == [Due("b", 0, Completion.ROOT_ENDED)]
+
+    assert len(index) == 2 and index.open_count == 2 and index.held_bytes == 2 * KIB
+    assert drain(index, max_open=1, max_bytes=UNBOUNDED) == [Due("a", 0, Completion.EVICTED)]
+    assert index.pop_due(50, again_ns=90) == [Due("b", 0, Completion.ROOT_ENDED)]
+    index.discard("b")  # its close arrived: the worker publishes it
+    assert index.pop_due(90, again_ns=200) == [] and len(index) == 0
 
 
 def test_within_the_bound_nothing_is_given_up() -> None:
@@ -107,7 +124,7 @@ def test_an_index_updated_without_end_keeps_a_size_in_proportion_to_its_traces()
         open_trace(index, f"t{trace}", trace, size=record)
         if record % 7 == 0:
             held_trace(index, f"t{trace}", trace)
-        index.pop_due(0)
+        index.pop_due(0, again_ns=1)
 
     heaps = (index._by_deadline, index._oldest_open, index._oldest_held)
     assert max(len(heap) for heap in heaps) <= 1_025  # compacted past 1,024 items

@@ -430,12 +430,11 @@ class StreamWorker:
         for key in keys:
             self.table.pop(key, None)
 
-    def _track(self, state: TraceState, due_ns: int | None = None) -> None:
+    def _track(self, state: TraceState) -> None:
         if state.status == PUBLISHING:
             self.index.discard(state.trace_id)
         else:
             due, reason = self._deadline(state)
-            due = due if due_ns is None else due_ns
             is_open = state.status == OPEN
             self.index.set(
                 state.trace_id,
@@ -545,14 +544,7 @@ class StreamWorker:
     async def _tick(self) -> None:
         self.heartbeat.beat()
         now = time.time_ns()
-        due = self.index.pop_due(now)
-        # A due trace's close reaches it behind whatever its partition holds before it (a
-        # backlog, after an outage). Meanwhile it stays held and counted, so that the memory
-        # bound can still publish it early; and if the close is lost, it is sent again.
-        for item in due:
-            state = self.states.get(item.trace_id)
-            if state is not None:
-                self._track(state, due_ns=now + _CLOSE_AGAIN_NS)
+        due = self.index.pop_due(now, again_ns=now + _CLOSE_AGAIN_NS)
         s = self.settings
         while (over := self.index.pop_over_bound(s.max_open_traces, s.max_open_bytes)) is not None:
             due.append(over)

@@ -89,14 +89,19 @@ class DeadlineIndex:
                 self.open_count -= 1
                 self.open_bytes -= entry.size
 
-    def pop_due(self, now_ns: int) -> list[Due]:
+    def pop_due(self, now_ns: int, again_ns: int) -> list[Due]:
+        """The traces whose deadline has passed. They stay indexed, due again at `again_ns`:
+        the worker acts on a due trace only when its `close` arrives, behind whatever its
+        partition holds before it, and meanwhile the trace is still held (and counted by the
+        bound, which may publish it sooner). A `close` lost on the way is sent again."""
         due = []
         heap = self._by_deadline
         while heap and heap[0][0] <= now_ns:
             _, sequence, trace_id = heapq.heappop(heap)
-            entry = self._pop_live(trace_id, sequence)
-            if entry is not None:
+            entry = self._entries.get(trace_id)
+            if entry is not None and entry.sequence == sequence:
                 due.append(Due(trace_id, entry.partition, entry.reason))
+                self._push(heap, again_ns, sequence, trace_id)
         return due
 
     def pop_over_bound(self, max_open_traces: int, max_held_bytes: int) -> Due | None:
