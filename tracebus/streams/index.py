@@ -98,8 +98,8 @@ class DeadlineIndex:
         heap = self._by_deadline
         while heap and heap[0][0] <= now_ns:
             _, sequence, trace_id = heapq.heappop(heap)
-            entry = self._entries.get(trace_id)
-            if entry is not None and entry.sequence == sequence:
+            entry = self._live(trace_id, sequence)
+            if entry is not None:
                 due.append(Due(trace_id, entry.partition, entry.reason))
                 self._push(heap, again_ns, sequence, trace_id)
         return due
@@ -125,19 +125,17 @@ class DeadlineIndex:
         self.open_bytes = 0
         self.held_bytes = 0
 
-    def _pop_live(self, trace_id: str, sequence: int) -> _Entry | None:
-        """The entry a heap item stands for, removed; None for an item left behind."""
+    def _live(self, trace_id: str, sequence: int) -> _Entry | None:
+        """The entry a heap item stands for; None for an item left behind."""
         entry = self._entries.get(trace_id)
-        if entry is None or entry.sequence != sequence:
-            return None
-        self.discard(trace_id)
-        return entry
+        return entry if entry is not None and entry.sequence == sequence else None
 
     def _pop_oldest(self, heap: list[tuple[int, int, str]], reason: str) -> Due | None:
         while heap:
             _, sequence, trace_id = heapq.heappop(heap)
-            entry = self._pop_live(trace_id, sequence)
+            entry = self._live(trace_id, sequence)
             if entry is not None:
+                self.discard(trace_id)
                 return Due(trace_id, entry.partition, reason)
         return None
 
@@ -148,11 +146,6 @@ class DeadlineIndex:
         open trace leaves one per record that updated it, and a bound never reached (or a
         deadline far off) leaves them in place."""
         if len(heap) >= _MIN_HEAP_TO_COMPACT and len(heap) > _STALE_PER_LIVE * len(self._entries):
-            entries = self._entries
-            heap[:] = [
-                item
-                for item in heap
-                if (entry := entries.get(item[2])) is not None and entry.sequence == item[1]
-            ]
+            heap[:] = [item for item in heap if self._live(item[2], item[1]) is not None]
             heapq.heapify(heap)
         heapq.heappush(heap, (key, sequence, trace_id))
