@@ -7,8 +7,8 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from conftest import fresh_settings
-from stream_helpers import WorkerProcess, poll_metric, read_documents
+from conftest import eventually, fresh_settings
+from stream_helpers import WorkerProcess, metric, poll_metric, read_documents
 from whereabouts import stream_app_id, whole_topic
 
 import tracebus
@@ -137,8 +137,12 @@ def test_a_worker_catching_up_on_a_backlog_holds_its_bound_while_it_reads(
         TRACEBUS_IDLE_TIMEOUT_S="600",
         TRACEBUS_METRICS_PORT=str(metrics_port),
     )
+    publishing = "tracebus_stream_publishing_traces"
     try:
+        # Traces evicted while it reads are on their way out until acknowledged: then none.
+        poll_metric(metrics_port, publishing, 1, timeout=90)
         poll_metric(metrics_port, "tracebus_stream_records_total", backlog, timeout=90)
+        eventually(lambda: metric(metrics_port, publishing) == 0, 30, f"{publishing} back to 0")
     finally:
         assert worker.stop() == 0, worker.log_tail()
     changelog = asyncio.run(whole_topic(settings, f"{stream_app_id(settings)}-traces-changelog"))

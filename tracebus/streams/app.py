@@ -445,9 +445,6 @@ class StreamWorker:
                 state.first_event_ns,
                 is_open,
             )
-        self.metrics.open_traces.set(self.index.open_count)
-        self.metrics.held_bytes.set(self.index.held_bytes)
-        self.metrics.open_bytes.set(self.index.open_bytes)
 
     async def _recover(self) -> None:
         """After recovery: the traces of the partitions now assigned here. Those in memory
@@ -543,6 +540,7 @@ class StreamWorker:
 
     async def _tick(self) -> None:
         self.heartbeat.beat()
+        self._update_gauges()
         now = time.time_ns()
         due = self.index.pop_due(now, again_ns=now + _CLOSE_AGAIN_NS)
         s = self.settings
@@ -556,6 +554,13 @@ class StreamWorker:
             )
         for (topic, partition), traces in by_destination.items():
             await self._send_control(topic, partition, "close", traces)
+
+    def _update_gauges(self) -> None:
+        metrics, index = self.metrics, self.index
+        metrics.open_traces.set(index.open_count)
+        metrics.held_bytes.set(index.held_bytes)
+        metrics.open_bytes.set(index.open_bytes)
+        metrics.publishing_traces.set(len(self._queued_revisions))
 
     async def _send_control(
         self, topic: str, partition: int, command: str, traces: list[Any]

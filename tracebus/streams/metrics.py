@@ -58,7 +58,14 @@ class StreamMetrics:
             "tracebus_stream_open_bytes", "Bytes of traces being assembled", registry=r
         )
         self.held_bytes = Gauge(
-            "tracebus_stream_held_bytes", "Bytes of traces held, open or published", registry=r
+            "tracebus_stream_held_bytes",
+            "Bytes of traces held, open or published (not those on their way out)",
+            registry=r,
+        )
+        self.publishing_traces = Gauge(
+            "tracebus_stream_publishing_traces",
+            "Traces on their way out: documents queued or sent, acknowledgement not yet applied",
+            registry=r,
         )
         self.publish_seconds = Histogram(
             "tracebus_stream_publish_seconds", "Time to publish a round of documents", registry=r
