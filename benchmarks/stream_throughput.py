@@ -91,9 +91,7 @@ WARMUP_TRACES = 100  # complete traces the memory worker handles before its base
 STARTED_CPU_S = 1.0  # CPU seconds a worker has used once its interpreter is up (imports)
 RECORDS_METRIC = "tracebus_stream_records_total"  # event records consumed (not control ones)
 TARGET_RATIO, TARGET_SPANS_PER_S = 0.5, 50_000
-# The at-bound run holds this share of the input's bytes (TRACEBUS_MAX_OPEN_BYTES). A busy
-# worker runs at its bound: the late window keeps its published traces until the bound forgets
-# them, so every trace it takes in then costs one forgotten (the steady state the others miss).
+# The at-bound run's TRACEBUS_MAX_OPEN_BYTES, as a share of the input's bytes (see above).
 BOUND_SHARE = 0.25
 WORKER_ENV = {
     "TRACEBUS_GRACE_S": "0.2",

@@ -323,18 +323,16 @@ class StreamWorker:
             self._start_publishing(
                 state, state.completed_by or reason, final=True, now=now, republish=True
             )
-        elif reason == Completion.EVICTED:
-            due, due_reason = self._deadline(state)
-            if now >= due:  # due anyway: its own close is on the way, behind other records
-                self._start_publishing(state, due_reason, final=True, now=now)
-            else:
-                self.metrics.evictions.inc()
-                self._start_publishing(state, reason, final=True, now=now)
         else:
             # Events may have arrived since the command was sent: decide on the state as it is.
+            # A trace due anyway goes out with its own reason (an eviction, then, is none: its
+            # own close is on the way, behind other records).
             due, current_reason = self._deadline(state)
             if now >= due:
                 self._start_publishing(state, current_reason, final=True, now=now)
+            elif reason == Completion.EVICTED:
+                self.metrics.evictions.inc()
+                self._start_publishing(state, reason, final=True, now=now)
         self._track(state)
 
     def _start_publishing(
@@ -621,20 +619,21 @@ class StreamWorker:
         whose mark could not be written is republished as its next revision (a `close` makes
         its partition write a new mark): sending this revision could repeat it after a crash."""
         results = await asyncio.gather(*(p.marked for p in batch), return_exceptions=True)
+        marked: list[Publication] = []
         unmarked: dict[int, list[tuple[str, str]]] = {}
         for publication, result in zip(batch, results, strict=True):
-            if isinstance(result, Exception):
-                log.warning("trace %s: its mark was not written (%r)", publication.trace_id, result)
-                if self._queued_revisions.get(publication.trace_id) == publication.revision:
-                    del self._queued_revisions[publication.trace_id]
-                unmarked.setdefault(publication.partition, []).append(
-                    (publication.trace_id, "republish")
-                )
+            if not isinstance(result, Exception):
+                marked.append(publication)
+                continue
+            log.warning("trace %s: its mark was not written (%r)", publication.trace_id, result)
+            if self._queued_revisions.get(publication.trace_id) == publication.revision:
+                del self._queued_revisions[publication.trace_id]
+            unmarked.setdefault(publication.partition, []).append(
+                (publication.trace_id, "republish")
+            )
         for partition, traces in unmarked.items():
             await self._send_control(control_topic(self.settings), partition, "close", traces)
-        return [
-            p for p, result in zip(batch, results, strict=True) if not isinstance(result, Exception)
-        ]
+        return marked
 
 
 def control_topic(settings: StreamSettings) -> str:
