@@ -36,6 +36,7 @@ from tracebus.streams.validation import parse_record
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
 PRICING = PriceBook()
+MAX_BYTES = 1_000_000
 
 
 def event(trace_id: str, event_type: str = "observation", **fields: Any) -> dict[str, Any]:
@@ -246,11 +247,12 @@ def test_documents_are_the_json_pydantic_would_write() -> None:
     _, records = a_trace()
     state = assembled(records)
     assert looks_complete(state)
-    [document] = build_documents(
-        state, materialize(state), "root_ended", PRICING, T0, 20, revision=1
+    [built] = build_documents(
+        state, materialize(state), "root_ended", PRICING, T0, 20, MAX_BYTES, revision=1
     )
+    document = built.body
     model = TraceDocument.model_validate(document)
-    assert orjson.dumps(document) == model.model_dump_json(exclude_none=True).encode()
+    assert built.data == model.model_dump_json(exclude_none=True).encode()
     by_name = {o["name"]: o for o in document["observations"]}
     assert by_name["llm"]["cost_source"] == "catalogue"
     assert by_name["root"]["cost_source"] == "reported"
@@ -266,12 +268,94 @@ def test_documents_of_parts_are_the_json_pydantic_would_write() -> None:
     ]
     state = assembled([record(trace_id, event(trace_id, observation_id=root), *children)])
     documents = build_documents(
-        state, materialize(state), "idle_timeout", PRICING, T0, 2, revision=1
+        state, materialize(state), "idle_timeout", PRICING, T0, 2, MAX_BYTES, revision=1
     )
-    assert [d["part"] for d in documents] == [1, 2, 3]
+    assert [d.body["part"] for d in documents] == [1, 2, 3]
     for document in documents:
-        model = TraceDocument.model_validate(document)
-        assert orjson.dumps(document) == model.model_dump_json(exclude_none=True).encode()
+        model = TraceDocument.model_validate(document.body)
+        assert document.data == model.model_dump_json(exclude_none=True).encode()
+
+
+def a_wide_trace(trace_id: str, children: int, input_bytes: int) -> list[bytes]:
+    """A finished root with `children` ended children of `input_bytes` of input each, a score
+    and trace attributes, in a record per observation."""
+    root = new_observation_id()
+    ended = {"end_time_unix_nano": T0 + MS}
+    return [
+        record(
+            trace_id,
+            event(trace_id, observation_id=root, name="root", **ended),
+            event(trace_id, "score", score_id="s1", name="quality", value=1, data_type="NUMERIC"),
+            event(trace_id, "trace", name="wide"),
+        ),
+        *(
+            record(
+                trace_id,
+                event(trace_id, parent_observation_id=root, input="x" * input_bytes, **ended),
+            )
+            for _ in range(children)
+        ),
+    ]
+
+
+def built_within(max_bytes: int, records: list[bytes]) -> list[TraceDocument]:
+    """The trace's documents built with `max_bytes`, checked: each fits and is the JSON
+    pydantic would write."""
+    state = assembled(records)
+    documents = build_documents(
+        state, materialize(state), "root_ended", PRICING, T0, 20, max_bytes, revision=1
+    )
+    models = []
+    for document in documents:
+        assert len(document.data) <= max_bytes
+        model = TraceDocument.model_validate_json(document.data)
+        assert document.data == model.model_dump_json(exclude_none=True).encode()
+        assert orjson.loads(document.data) == document.body
+        models.append(model)
+    return models
+
+
+def test_a_trace_whose_document_would_exceed_the_byte_limit_is_published_in_parts_that_fit() -> (
+    None
+):
+    trace_id = new_trace_id()
+    records = a_wide_trace(trace_id, children=11, input_bytes=10_000)
+    assert sum(map(len, records)) > 3 * 32_768
+    documents = built_within(32_768, records)
+    assert len(documents) >= 4
+    assert [(d.part, d.parts) for d in documents] == [
+        (part, len(documents)) for part in range(1, len(documents) + 1)
+    ]
+    observations = [o for d in documents for o in d.observations]
+    assert len(observations) == len({o.observation_id for o in observations}) == 12
+    assert all(o.truncated is None for o in observations)
+    assert [len(d.scores) for d in documents] == [1] + [0] * (len(documents) - 1)
+    assert observations[0].name == "root"  # parents first, then in parts of their own
+    for document in documents[1:]:
+        assert [a.observation_id for a in document.ancestors] == [observations[0].observation_id]
+
+
+def test_an_observation_too_large_for_a_document_alone_has_its_fields_cut_to_fit() -> None:
+    trace_id = new_trace_id()
+    [root_record, large] = a_wide_trace(trace_id, children=1, input_bytes=100_000)
+    documents = built_within(65_536, [root_record, large])
+    cut = next(o for d in documents for o in d.observations if o.name != "root")
+    assert cut.truncated is not None
+    [truncation] = cut.truncated
+    assert (truncation.field, truncation.original_bytes) == ("input", 100_002)
+    assert isinstance(cut.input, str)
+    assert cut.input.endswith("…[truncated by tracebus: 100002 bytes]")
+
+
+def test_trace_attributes_are_cut_to_a_quarter_of_a_document() -> None:
+    trace_id = new_trace_id()
+    records = a_wide_trace(trace_id, children=1, input_bytes=10)
+    records.append(record(trace_id, event(trace_id, "trace", input="y" * 40_000)))
+    [document] = built_within(65_536, records)
+    assert document.trace.name == "wide"
+    assert len(orjson.dumps(document.trace.model_dump(exclude_none=True))) <= 65_536 // 4
+    assert isinstance(document.trace.input, str)
+    assert document.trace.input.endswith("…[truncated by tracebus: 40002 bytes]")
 
 
 def table_of(state: TraceState) -> list[tuple[bytes, bytes]]:
@@ -299,9 +383,9 @@ def test_a_state_that_published_parts_is_rebuilt_from_its_snapshot_and_later_rec
     _, records = a_trace()
     live = assembled(records[:1])  # the generation ended, the root is still running
     documents = build_documents(
-        live, materialize(live), "max_size", PRICING, T0, 20, final=False, revision=1
+        live, materialize(live), "max_size", PRICING, T0, 20, MAX_BYTES, final=False, revision=1
     )
-    live.published_ids = [o["observation_id"] for d in documents for o in d["observations"]]
+    live.published_ids = [o["observation_id"] for d in documents for o in d.body["observations"]]
     live.parts_published, live.revision, live.status = 1, 1, "publishing"
     dropped = mark_published(live, T0, final=False)
     assert len(dropped) == 1 and live.snapshot is not None and not live.records

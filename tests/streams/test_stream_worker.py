@@ -16,13 +16,20 @@ from tracebus.config import KafkaSettings
 from tracebus.kafka import EmbeddedBroker
 from tracebus.schemas import TraceDocument, encode_batch, new_observation_id, new_trace_id
 
+# The embedded broker takes messages of any size; Kafka refuses those over message.max.bytes.
+MAX_DOCUMENT_BYTES = 65_536
+
 
 @pytest.fixture(scope="module")
 def stream(
     broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[KafkaSettings]:
     settings = fresh_settings(broker.bootstrap_servers)
-    worker = WorkerProcess(settings, tmp_path_factory.mktemp("stream"))
+    worker = WorkerProcess(
+        settings,
+        tmp_path_factory.mktemp("stream"),
+        TRACEBUS_MAX_DOCUMENT_BYTES=str(MAX_DOCUMENT_BYTES),
+    )
     yield settings
     code = worker.stop()
     assert code == 0, worker.log_tail()
@@ -218,6 +225,28 @@ def test_a_finished_trace_over_the_size_limit_is_published_whole_in_parts(
         (2, 3, "max_size"),
         (3, 3, "max_size"),
     ]
+
+
+def test_a_trace_too_large_for_one_message_is_published_in_parts_that_fit(
+    stream: KafkaSettings, client: tracebus.Client
+) -> None:
+    with client.trace("large") as root:
+        for i in range(4):
+            with client.retriever(f"search-{i}", output=["passage " * 3_000]):
+                pass
+        with client.generation("long-prompt", model="gpt-4o", input="q" * 200_000):
+            pass
+    assert client.flush(10)
+    documents = published(stream, root.trace_id)
+    assert all(len(d.model_dump_json(exclude_none=True)) <= MAX_DOCUMENT_BYTES for d in documents)
+    assert [(d.part, d.parts) for d in documents] == [
+        (part, len(documents)) for part in range(1, len(documents) + 1)
+    ]
+    by_name = {o.name: o for d in documents for o in d.observations}
+    assert sorted(by_name) == sorted(["large", "long-prompt", *(f"search-{i}" for i in range(4))])
+    assert all(by_name[f"search-{i}"].truncated is None for i in range(4))
+    [cut] = by_name["long-prompt"].truncated or []
+    assert (cut.field, cut.original_bytes) == ("input", 200_002)
 
 
 def test_bad_records_are_dead_lettered_with_their_reason_and_the_worker_goes_on(

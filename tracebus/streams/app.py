@@ -356,6 +356,7 @@ class StreamWorker:
             self.pricing,
             now,
             self.settings.max_observations,
+            self.settings.max_document_bytes,
             final,
             enrichment,
             revision=state.revision + new_revision,
@@ -365,7 +366,7 @@ class StreamWorker:
         state.revision += new_revision
         self.metrics.unpriced.inc(enrichment.unpriced_generations)
         # What this revision contains: observations missing from it are late in the next one.
-        ids = [o["observation_id"] for d in documents for o in d["observations"]]
+        ids = [o["observation_id"] for d in documents for o in d.body["observations"]]
         state.published_ids = ids if final else [*state.published_ids, *ids]
         if not final:
             state.parts_published += len(documents)
@@ -379,7 +380,7 @@ class StreamWorker:
                 state.trace_id,
                 state.partition,
                 state.revision,
-                [orjson.dumps(d) for d in documents],
+                [d.data for d in documents],
                 final,
                 marked,
             )

@@ -11,6 +11,7 @@ The same records are the trace's durable copy in the changelog-backed table (see
 
 from __future__ import annotations
 
+import contextlib
 import operator
 from collections import Counter
 from collections.abc import Collection, Container, Iterable
@@ -23,10 +24,13 @@ from tracebus.schemas import (
     Completion,
     Cost,
     CostSource,
+    EventTooLarge,
+    Limits,
     ObservationFlag,
     ScoreEvent,
     TraceDocument,
     Usage,
+    serialize_event,
 )
 from tracebus.schemas.traces import Observation, TraceAttributes
 from tracebus.streams.pricing import TokenCounts
@@ -377,6 +381,15 @@ class Enrichment:
     unpriced_generations: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A `TraceDocument` as a plain dict (the JSON pydantic would write with `exclude_none`),
+    and that JSON."""
+
+    body: dict[str, Any]
+    data: bytes
+
+
 def build_documents(
     state: TraceState,
     content: Content,
@@ -384,15 +397,19 @@ def build_documents(
     pricing: Pricing,
     now_ns: int,
     max_observations: int,
+    max_bytes: int,
     final: bool = True,
     enrichment: Enrichment | None = None,
     revision: int | None = None,
-) -> list[dict[str, Any]]:
-    """The trace as documents (`TraceDocument`s as plain dicts, the JSON pydantic would write
-    with `exclude_none`) of at most `max_observations` each, parents before children.
+) -> list[Document]:
+    """The trace as documents of at most `max_observations` each and, as JSON, at most
+    `max_bytes` (a broker refuses larger messages), parents before children.
 
-    With `final=False` (a trace split for size while still running) the parts are numbered on
-    from those already published and the total is left open."""
+    An observation too large for a document of its own has its free fields cut, and a trace's
+    attributes (repeated in every part) are cut to a quarter of a document, both with
+    tracebus's truncation marker. With `final=False` (a trace split for size while still
+    running) the parts are numbered on from those already published and the total is left
+    open."""
     enrichment = enrichment or Enrichment()
     known: dict[str, dict[str, Any]] = {}
     # Where every observation sits in the tree, for parts whose ancestors are elsewhere.
@@ -412,36 +429,102 @@ def build_documents(
         _enrich(raw, placement, previously_published, trace_end, pricing, enrichment, revision)
         for raw in _parents_first(candidates)
     ]
-    summary = _summarize(observations)
     roots = (o["observation_id"] for o in observations if "parent_observation_id" not in o)
-    root = next(roots, None)
+    envelope = {
+        "schema_version": 1,
+        "trace_id": state.trace_id,
+        "revision": revision,
+        "completed_by": str(completed_by),
+        "published_at_unix_nano": now_ns,
+        "trace": _attributes(content.trace, max_bytes // 4),
+        "root_observation_id": next(roots, None),
+        "summary": _summarize(observations),
+    }
+    scores = [_score(s) for s in content.scores.values()]
     chunks = [
         observations[i : i + max_observations]
         for i in range(0, max(len(observations), 1), max_observations)
     ]
-    first_part = state.parts_published + 1
-    total = state.parts_published + len(chunks) if final else None
-    attributes = _attributes(content.trace)
-    scores = [_score(s) for s in content.scores.values()]
-    documents = []
-    for offset, chunk in enumerate(chunks):
-        document = {
-            "schema_version": 1,
-            "trace_id": state.trace_id,
-            "revision": revision,
-            "part": first_part + offset,
-            "parts": total,
-            "completed_by": str(completed_by),
-            "published_at_unix_nano": now_ns,
-            "trace": attributes,
-            "root_observation_id": root,
-            "observations": chunk,
-            "ancestors": _ancestors(chunk, placement),
-            "scores": scores if offset == 0 else [],
-            "summary": summary,
-        }
-        documents.append({k: document[k] for k in _DOCUMENT_FIELDS if document[k] is not None})
+
+    def numbered(chunks: list[list[dict[str, Any]]]) -> list[Document]:
+        first_part = state.parts_published + 1
+        total = state.parts_published + len(chunks) if final else None
+        documents = []
+        for offset, chunk in enumerate(chunks):
+            body = _document(
+                envelope, chunk, placement, scores if offset == 0 else [], first_part + offset
+            )
+            if total is not None:
+                body["parts"] = total
+            body = {k: body[k] for k in _DOCUMENT_FIELDS if k in body}
+            documents.append(Document(body, orjson.dumps(body)))
+        return documents
+
+    documents = numbered(chunks)
+    if any(len(d.data) > max_bytes for d in documents):
+        documents = numbered(_fitted(chunks, envelope, placement, scores, max_bytes))
     return documents
+
+
+# Room left in a measured document for its part numbers, which change as chunks are halved.
+_NUMBERS_ROOM = 64
+
+
+def _document(
+    envelope: dict[str, Any],
+    chunk: list[dict[str, Any]],
+    placement: dict[str, tuple[str | None, int]],
+    scores: list[dict[str, Any]],
+    part: int,
+) -> dict[str, Any]:
+    """A document's fields but `parts`, in no particular order; None ones left out."""
+    body = {
+        **envelope,
+        "part": part,
+        "observations": chunk,
+        "ancestors": _ancestors(chunk, placement),
+        "scores": scores,
+    }
+    if body["root_observation_id"] is None:
+        del body["root_observation_id"]
+    return body
+
+
+def _fitted(
+    chunks: list[list[dict[str, Any]]],
+    envelope: dict[str, Any],
+    placement: dict[str, tuple[str | None, int]],
+    scores: list[dict[str, Any]],
+    max_bytes: int,
+) -> list[list[dict[str, Any]]]:
+    """The chunks, halved until each one's document fits in `max_bytes`; an observation that
+    alone does not fit is cut down to the room its document leaves it."""
+    budget = max_bytes - _NUMBERS_ROOM
+    pending, fitted = list(reversed(chunks)), []
+    while pending:
+        chunk = pending.pop()
+        body = _document(envelope, chunk, placement, [] if fitted else scores, 1)
+        size = len(orjson.dumps(body))
+        if size <= budget:
+            fitted.append(chunk)
+        elif len(chunk) > 1:
+            half = len(chunk) // 2
+            pending += [chunk[half:], chunk[:half]]
+        else:
+            fitted.append([_cut(chunk[0], size - budget)])
+    return fitted
+
+
+def _cut(observation: dict[str, Any], excess: int) -> dict[str, Any]:
+    """The observation with its free fields cut by at least `excess` bytes of JSON (a
+    `truncated` entry each); as it was when they cannot give that much."""
+    cut = dict(observation)
+    target = len(orjson.dumps(observation)) - excess
+    try:
+        serialize_event(cut, Limits(max_field_bytes=target, max_event_bytes=target))
+    except (EventTooLarge, ValueError):
+        return observation  # the fixed fields alone are too large: the broker decides
+    return cut
 
 
 def _trace_end(observations: Collection[dict[str, Any]]) -> int:
@@ -598,14 +681,21 @@ def _summarize(observations: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _attributes(trace: dict[str, Any]) -> dict[str, Any]:
-    """`TraceAttributes` (tags and metadata default to empty)."""
+def _attributes(trace: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """`TraceAttributes` (tags and metadata default to empty), their free fields cut to fit in
+    `max_bytes` of JSON."""
     defaults: dict[str, Any] = {"tags": [], "metadata": {}}
     attributes = {}
     for name in _TRACE_FIELDS:
         value = trace.get(name, defaults.get(name))
         if value is not None:
             attributes[name] = value
+    if len(orjson.dumps(attributes)) > max_bytes:
+        with contextlib.suppress(EventTooLarge):
+            serialize_event(
+                attributes, Limits(max_field_bytes=max_bytes, max_event_bytes=max_bytes)
+            )
+        attributes.pop("truncated", None)  # the attributes have no such field: the marker says it
     return attributes
 
 

@@ -29,6 +29,13 @@ class StreamSettings(KafkaSettings):
     max_observations: int = Field(
         2000, ge=1, description="Observations per published part; more are published in parts."
     )
+    max_document_bytes: int = Field(
+        DEFAULT_MAX_RECORD_BYTES,
+        ge=64 * 1024,
+        description="Bytes of one published document (JSON); a larger trace is published in "
+        "more parts, an observation larger alone is cut. Keep it under the broker's "
+        "message.max.bytes (Kafka's default is 1 MiB).",
+    )
     max_trace_bytes: int = Field(
         800 * 1024, ge=16 * 1024, description="Bytes of one trace's state before it is split."
     )
