@@ -347,15 +347,15 @@ def test_an_observation_too_large_for_a_document_alone_has_its_fields_cut_to_fit
     assert cut.input.endswith("…[truncated by tracebus: 100002 bytes]")
 
 
-def test_trace_attributes_are_cut_to_a_quarter_of_a_document() -> None:
+def test_trace_attributes_in_a_document_too_large_are_cut_to_a_quarter_of_it() -> None:
     trace_id = new_trace_id()
-    records = a_wide_trace(trace_id, children=1, input_bytes=10)
-    records.append(record(trace_id, event(trace_id, "trace", input="y" * 40_000)))
+    records = a_wide_trace(trace_id, children=1, input_bytes=10_000)
+    records.append(record(trace_id, event(trace_id, "trace", input="y" * 60_000)))
     [document] = built_within(65_536, records)
     assert document.trace.name == "wide"
     assert len(orjson.dumps(document.trace.model_dump(exclude_none=True))) <= 65_536 // 4
     assert isinstance(document.trace.input, str)
-    assert document.trace.input.endswith("…[truncated by tracebus: 40002 bytes]")
+    assert document.trace.input.endswith("…[truncated by tracebus: 60002 bytes]")
 
 
 def table_of(state: TraceState) -> list[tuple[bytes, bytes]]:

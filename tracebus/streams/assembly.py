@@ -11,7 +11,6 @@ The same records are the trace's durable copy in the changelog-backed table (see
 
 from __future__ import annotations
 
-import contextlib
 import operator
 from collections import Counter
 from collections.abc import Collection, Container, Iterable
@@ -405,11 +404,12 @@ def build_documents(
     """The trace as documents of at most `max_observations` each and, as JSON, at most
     `max_bytes` (a broker refuses larger messages), parents before children.
 
-    An observation too large for a document of its own has its free fields cut, and a trace's
-    attributes (repeated in every part) are cut to a quarter of a document, both with
-    tracebus's truncation marker. With `final=False` (a trace split for size while still
-    running) the parts are numbered on from those already published and the total is left
-    open."""
+    When the documents do not fit, the trace's attributes (repeated in every part) are cut to a
+    quarter of a document, and an observation too large for a document of its own has its free
+    fields cut, both with tracebus's truncation marker.
+
+    With `final=False` (a trace split for size while still running) the parts are numbered on
+    from those already published and the total is left open."""
     enrichment = enrichment or Enrichment()
     known: dict[str, dict[str, Any]] = {}
     # Where every observation sits in the tree, for parts whose ancestors are elsewhere.
@@ -436,7 +436,7 @@ def build_documents(
         "revision": revision,
         "completed_by": str(completed_by),
         "published_at_unix_nano": now_ns,
-        "trace": _attributes(content.trace, max_bytes // 4),
+        "trace": _attributes(content.trace),
         "root_observation_id": next(roots, None),
         "summary": _summarize(observations),
     }
@@ -462,6 +462,8 @@ def build_documents(
 
     documents = numbered(chunks)
     if any(len(d.data) > max_bytes for d in documents):
+        attributes = envelope["trace"] = _cut(envelope["trace"], max_bytes // 4)
+        attributes.pop("truncated", None)  # the attributes have no such field: the marker says it
         documents = numbered(_fitted(chunks, envelope, placement, scores, max_bytes))
     return documents
 
@@ -511,19 +513,23 @@ def _fitted(
             half = len(chunk) // 2
             pending += [chunk[half:], chunk[:half]]
         else:
-            fitted.append([_cut(chunk[0], size - budget)])
+            [observation] = chunk
+            room = len(orjson.dumps(observation)) - (size - budget)
+            fitted.append([_cut(observation, room)])
     return fitted
 
 
-def _cut(observation: dict[str, Any], excess: int) -> dict[str, Any]:
-    """The observation with its free fields cut by at least `excess` bytes of JSON (a
-    `truncated` entry each); as it was when they cannot give that much."""
-    cut = dict(observation)
-    target = len(orjson.dumps(observation)) - excess
+def _cut(values: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """`values` (an observation, trace attributes) with their free fields cut so that their
+    JSON fits in `max_bytes`, a `truncated` entry per field cut, as the SDK cuts an event's; as
+    they were when they fit, or when their other fields alone do not (the broker decides)."""
+    if len(orjson.dumps(values)) <= max_bytes:
+        return values
+    cut = dict(values)
     try:
-        serialize_event(cut, Limits(max_field_bytes=target, max_event_bytes=target))
+        serialize_event(cut, Limits(max_field_bytes=max_bytes, max_event_bytes=max_bytes))
     except (EventTooLarge, ValueError):
-        return observation  # the fixed fields alone are too large: the broker decides
+        return values
     return cut
 
 
@@ -681,21 +687,14 @@ def _summarize(observations: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _attributes(trace: dict[str, Any], max_bytes: int) -> dict[str, Any]:
-    """`TraceAttributes` (tags and metadata default to empty), their free fields cut to fit in
-    `max_bytes` of JSON."""
+def _attributes(trace: dict[str, Any]) -> dict[str, Any]:
+    """`TraceAttributes` (tags and metadata default to empty)."""
     defaults: dict[str, Any] = {"tags": [], "metadata": {}}
     attributes = {}
     for name in _TRACE_FIELDS:
         value = trace.get(name, defaults.get(name))
         if value is not None:
             attributes[name] = value
-    if len(orjson.dumps(attributes)) > max_bytes:
-        with contextlib.suppress(EventTooLarge):
-            serialize_event(
-                attributes, Limits(max_field_bytes=max_bytes, max_event_bytes=max_bytes)
-            )
-        attributes.pop("truncated", None)  # the attributes have no such field: the marker says it
     return attributes
 
 
