@@ -17,7 +17,7 @@ changelog, i.e. a new app id.
 
 Publication protocol, so that a crash never loses a trace and never publishes the same revision
 twice: the agent marks a trace `publishing` (revision r) in the table and queues its documents;
-the publisher awaits the mark's changelog write (`table.py`), sends the documents,
+the publisher awaits the mark's changelog write (`_put`), sends the documents,
 and on acknowledgement sends a `published` control record to the trace's partition, which the
 agent applies. A worker that finds a trace still `publishing` after recovery cannot know
 whether revision r went out, so it publishes r + 1. Time-based decisions (grace, idle timeout,
@@ -42,14 +42,15 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import faust
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
 from faust.exceptions import NotReady
-from faust.types import TP, FutureMessage
+from faust.types import TP
 
 from tracebus.observability import Heartbeat
 from tracebus.ops.groups import admin_client, committed_offsets
@@ -78,7 +79,6 @@ from tracebus.streams.assembly import (
 from tracebus.streams.index import FORGET_NOW, MEMORY_BOUND, DeadlineIndex
 from tracebus.streams.metrics import StreamMetrics
 from tracebus.streams.settings import StreamSettings
-from tracebus.streams.table import TraceTable
 from tracebus.streams.transport import StreamTransport
 from tracebus.streams.validation import parse_record
 
@@ -125,7 +125,7 @@ class Publication:
     documents: list[bytes]
     final: bool
     # The changelog write of the trace's `publishing` mark: no document leaves before it.
-    marked: FutureMessage
+    marked: asyncio.Future[RecordMetadata]
 
 
 class StreamWorker:
@@ -157,10 +157,9 @@ class StreamWorker:
         app = faust_app(s)
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
         self.dead_letter_topic = app.topic(s.dead_letter_topic, partitions=1, **raw)
-        self.table = cast(
-            TraceTable, app.Table("traces", default=None, partitions=s.partitions, **raw)
-        )
+        self.table = app.Table("traces", default=None, partitions=s.partitions, **raw)
         self.table.on_recover(self._recover)
+        self._changelog_topic = self.table.changelog_topic.get_topic_name()
         # Both topics are declared (created when missing) with the same partitions, so that
         # Faust assigns partition p of both to the same worker.
         source = app.topic(
@@ -217,15 +216,15 @@ class StreamWorker:
         if result.applied:
             key = record_key(trace_id, message.partition, message.offset, now)
             state.records.append((key, value))
-            self.table[key] = value
+            await self._put(state.partition, key, value)
             if result.late:
-                self._write_status(state)  # reopened
+                await self._write_status(state)  # reopened
         if state.status == OPEN and too_big(
             state, self.settings.max_observations, self.settings.max_trace_bytes
         ):
             # A finished trace goes out whole in parts; a running one sends what has ended.
             final = looks_complete(state)
-            self._start_publishing(state, Completion.MAX_SIZE, final=final, now=now)
+            await self._start_publishing(state, Completion.MAX_SIZE, final=final, now=now)
         self._track(state)
 
     def _gap_before(self, message: Record) -> range:
@@ -278,12 +277,12 @@ class StreamWorker:
         now = time.time_ns()
         if command == "published":
             for trace_id, revision, final in body["traces"]:
-                self._mark_published(trace_id, revision, final, now)
+                await self._mark_published(trace_id, revision, final, now)
         else:
             for trace_id, reason in body["traces"]:
-                self._close(trace_id, reason, now)
+                await self._close(trace_id, reason, now)
 
-    def _mark_published(self, trace_id: str, revision: int, final: bool, now: int) -> None:
+    async def _mark_published(self, trace_id: str, revision: int, final: bool, now: int) -> None:
         if self._queued_revisions.get(trace_id) == revision:
             del self._queued_revisions[trace_id]
         state = self.states.get(trace_id)
@@ -294,12 +293,13 @@ class StreamWorker:
         if changed and final:
             state.status = OPEN  # events arrived while publishing: a new revision
         if state.snapshot is not None and not final:
-            self.table[snapshot_key(trace_id)] = state.snapshot  # replaces the records
-        self._write_status(state)
-        self._delete(dropped)
+            # Replaces the records.
+            await self._put(state.partition, snapshot_key(trace_id), state.snapshot)
+        await self._write_status(state)
+        await self._delete(state.partition, dropped)
         self._track(state)
 
-    def _close(self, trace_id: str, reason: str, now: int) -> None:
+    async def _close(self, trace_id: str, reason: str, now: int) -> None:
         state = self.states.get(trace_id)
         if state is None:
             return
@@ -307,20 +307,24 @@ class StreamWorker:
             if reason == "forget" and now >= state.status_since_ns + self._late_ns:
                 del self.states[trace_id]
                 self.index.discard(trace_id)
-                self._delete([status_key(trace_id), snapshot_key(trace_id)])
-                self._delete([key for key, _ in state.records])
+                await self._delete(
+                    state.partition,
+                    [status_key(trace_id), snapshot_key(trace_id), *(k for k, _ in state.records)],
+                )
                 return
             if reason == FORGET_NOW:
                 # Memory bound: keep only the revision number, so a late event still gets a
                 # higher revision (with the late observations only) instead of repeating one.
-                self._delete([snapshot_key(trace_id), *forget_content(state)])
-                self._write_status(state)
+                await self._delete(
+                    state.partition, [snapshot_key(trace_id), *forget_content(state)]
+                )
+                await self._write_status(state)
                 self.metrics.forgotten.inc()
         elif state.status == PUBLISHING:
             if self._queued_revisions.get(state.trace_id) == state.revision:
                 return  # already on its way from this worker
             # Recovered from the changelog: whether this revision went out is unknown.
-            self._start_publishing(
+            await self._start_publishing(
                 state, state.completed_by or reason, final=True, now=now, republish=True
             )
         else:
@@ -329,13 +333,13 @@ class StreamWorker:
             # own close is on the way, behind other records).
             due, current_reason = self._deadline(state)
             if now >= due:
-                self._start_publishing(state, current_reason, final=True, now=now)
+                await self._start_publishing(state, current_reason, final=True, now=now)
             elif reason == Completion.EVICTED:
                 self.metrics.evictions.inc()
-                self._start_publishing(state, reason, final=True, now=now)
+                await self._start_publishing(state, reason, final=True, now=now)
         self._track(state)
 
-    def _start_publishing(
+    async def _start_publishing(
         self,
         state: TraceState,
         completed_by: str,
@@ -373,7 +377,7 @@ class StreamWorker:
         state.status = PUBLISHING
         state.completed_by = completed_by
         state.status_since_ns = now
-        marked = self._write_status(state)
+        marked = await self._write_status(state)
         self._queued_revisions[state.trace_id] = state.revision
         self._queue.append(
             Publication(
@@ -421,13 +425,48 @@ class StreamWorker:
         s = self.settings
         return deadline(state, int(s.grace_s * _NS), int(s.idle_timeout_s * _NS), self._late_ns)
 
-    def _write_status(self, state: TraceState) -> FutureMessage:
-        self.table[status_key(state.trace_id)] = state.status_mark()
-        return self.table.last_write
+    async def _write_status(self, state: TraceState) -> asyncio.Future[RecordMetadata]:
+        return await self._put(state.partition, status_key(state.trace_id), state.status_mark())
 
-    def _delete(self, keys: list[bytes]) -> None:
+    async def _delete(self, partition: int, keys: list[bytes]) -> None:
+        store = self.table.data
         for key in keys:
-            self.table.pop(key, None)
+            if key in store:
+                await self._put(partition, key, None)
+
+    async def _put(
+        self, partition: int, key: bytes, value: bytes | None
+    ) -> asyncio.Future[RecordMetadata]:
+        """Set a table entry (None: delete it) in the store, and send it to the changelog
+        partition of the trace's events partition; the future resolves once the broker has
+        it (and the writes to that partition before it).
+
+        What `table[key] = value` does, without Faust's buffering of each write (its own
+        future, queue and task: ~30 µs, and a trace takes three writes). Faust flushes the
+        producer before it commits offsets, so these writes are in the changelog before the
+        records that made them are committed, as Faust's own are."""
+        store = self.table.data
+        if value is None:
+            del store[key]
+        else:
+            store[key] = value
+        sent = await self.app.producer.send(
+            self._changelog_topic, key, value, partition, None, None
+        )
+        sent.add_done_callback(self._on_changelog_write)
+        return sent
+
+    def _on_changelog_write(self, sent: asyncio.Future[RecordMetadata]) -> None:
+        """Where a RocksDB store resumes recovering from the changelog (as Faust's own table
+        writes record it); a failed write is an error the log must show."""
+        if sent.cancelled():
+            return
+        error = sent.exception()
+        if error is not None:
+            log.error("a changelog write failed: %r", error)
+            return
+        written = sent.result()
+        self.table.data.set_persisted_offset(TP(written.topic, written.partition), written.offset)
 
     def _track(self, state: TraceState) -> None:
         if state.status == PUBLISHING:
@@ -649,7 +688,6 @@ def faust_app(settings: StreamSettings) -> faust.App:
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         store="memory://" if settings.store == "memory" else "rocksdb://",
-        Table=TraceTable,
         datadir=str(settings.data_dir),
         web_enabled=False,
         topic_partitions=settings.partitions,
@@ -679,10 +717,6 @@ def faust_app(settings: StreamSettings) -> faust.App:
     )
     app.transport = StreamTransport(app.conf.broker_consumer, app)
     app.transport.first_topics = frozenset([control_topic(settings)])
-    # Faust flushes (and warns "producer buffer full") past 100 queued messages; a burst of
-    # records queues a few table writes each, so that routine back-pressure would warn at every
-    # burst. The buffer is still bounded, and flushed, past this.
-    app.producer.buffer.max_messages = 1000
     return app
 
 
