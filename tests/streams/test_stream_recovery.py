@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from conftest import eventually, fresh_settings
 from stream_helpers import WorkerProcess, metric, of_traces, read_documents
 from whereabouts import group_status, stream_app_id, whereabouts, whole_topic
@@ -147,3 +149,79 @@ async def never_published(settings: KafkaSettings, expected: set[str]) -> str:
     """Where the expected traces that were not published are in the events topic."""
     published = {r.key.decode() for r in await whole_topic(settings, settings.traces_topic)}
     return await whereabouts(settings, expected - published, [stream_app_id(settings)])
+
+
+def test_a_long_running_traces_bookkeeping_fits_changelog_messages_and_survives_a_restart(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """A running trace published in parts keeps, per observation published, where it sat in
+    the tree, and every event id it saw: past a message's size these are written in chunks
+    (the embedded broker takes any size; Kafka refuses what exceeds message.max.bytes)."""
+    settings = fresh_settings(broker.bootstrap_servers)
+    limit = 65_536
+    env = {
+        "TRACEBUS_MAX_DOCUMENT_BYTES": str(limit),
+        "TRACEBUS_MAX_OBSERVATIONS": "500",
+        "TRACEBUS_IDLE_TIMEOUT_S": "120",
+    }
+    spans = 3_000
+    port = free_port()
+    client = tracebus.Client(**settings.model_dump(), linger_ms=5)
+    restarted = None
+    worker = WorkerProcess(settings, tmp_path, TRACEBUS_METRICS_PORT=str(port), **env)
+    try:
+        root = client.trace("long-running")
+        steps = []
+        for i in range(spans):
+            with client.span(f"step-{i}", parent=root) as step:
+                steps.append(step)
+        assert client.flush(10)
+        read_documents(settings, lambda ds: sum(len(d.observations) for d in ds) >= spans - 500)
+        eventually(
+            lambda: metric(port, "tracebus_stream_publishing_traces") == 0,
+            30,
+            "the worker to apply the acknowledgement of every part",
+        )
+        assert worker.stop() == 0, worker.log_tail()
+
+        restarted = WorkerProcess(settings, tmp_path, **env)
+        [first_record] = asyncio.run(records_of(settings, root.trace_id))[:1]
+        asyncio.run(send_again(settings, first_record))
+        with client.span("late-child", parent=steps[0]):
+            pass
+        root.end()
+        assert client.flush(10)
+        documents = read_documents(settings, of_traces({root.trace_id}), 90)
+    finally:
+        client.close()
+        worker.stop()
+        if restarted is not None:
+            assert restarted.stop() == 0, restarted.log_tail()
+    changelog = asyncio.run(whole_topic(settings, f"{stream_app_id(settings)}-traces-changelog"))
+    assert max(len(r.value or b"") for r in changelog) <= limit
+    assert any(b"/chunk/" in r.key for r in changelog), "values over the limit were chunked"
+
+    assert {d.revision for d in documents} == {1}
+    names = Counter(o.name for d in documents for o in d.observations)
+    assert set(names.values()) == {1}, "an observation was published twice"
+    assert len(names) == 1 + spans + 1
+    [(document, late)] = [
+        (d, o) for d in documents for o in d.observations if o.name == "late-child"
+    ]
+    assert late.flags == []  # its parent, published before the restart, is known
+    assert steps[0].id in {a.observation_id for a in document.ancestors}
+
+
+async def records_of(settings: KafkaSettings, trace_id: str) -> list[ConsumerRecord]:
+    return [
+        r for r in await whole_topic(settings, settings.events_topic) if r.key == trace_id.encode()
+    ]
+
+
+async def send_again(settings: KafkaSettings, record: ConsumerRecord) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(record.topic, record.value, key=record.key)
+    finally:
+        await producer.stop()

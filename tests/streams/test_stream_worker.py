@@ -53,7 +53,8 @@ def send_raw(stream: KafkaSettings, records: list[tuple[bytes, bytes]]) -> None:
         await producer.start()
         try:
             for key, value in records:
-                await producer.send_and_wait(stream.events_topic, value, key=key)
+                await producer.send(stream.events_topic, value, key=key)
+            await producer.flush()
         finally:
             await producer.stop()
 
@@ -210,6 +211,35 @@ def test_a_trace_over_the_size_limit_is_published_in_parts(
     for document in documents:
         inside = {o.observation_id for o in document.observations}
         assert root.id in inside or root.id in {a.observation_id for a in document.ancestors}
+
+
+def test_a_running_trace_left_over_the_limit_when_its_parts_went_out_is_split_again(
+    stream: KafkaSettings,
+) -> None:
+    """Events that arrive while parts are on their way can leave the trace over the limit
+    again: it is split then, not when (or if) another event comes."""
+    trace_id, root_id = new_trace_id(), new_observation_id()
+    steps = [[f"step-{batch}-{i}" for i in range(21)] for batch in range(5)]
+    records = []
+    for batch, names in enumerate(steps):
+        events = [observation_event(trace_id, root_id, name="open-root")] if batch == 0 else []
+        events += [
+            observation_event(
+                trace_id,
+                new_observation_id(),
+                parent_observation_id=root_id,
+                name=name,
+                end_time_unix_nano=1_700_000_000_000_001_000,
+            )
+            for name in names
+        ]
+        records.append((trace_id.encode(), encode_batch(trace_id, events)))
+    send_raw(stream, records)
+    documents = published(stream, trace_id)
+    split = [o.name for d in documents if d.completed_by == "max_size" for o in d.observations]
+    assert sorted(split) == sorted(name for names in steps for name in names)
+    [last] = [d for d in documents if d.completed_by != "max_size"]
+    assert [(o.name, o.flags) for o in last.observations] == [("open-root", ["still_open"])]
 
 
 def test_a_finished_trace_over_the_size_limit_is_published_whole_in_parts(

@@ -10,6 +10,8 @@ durable in a changelog-backed table of raw bytes, written as little as crash saf
 - `<trace id>/snapshot`: the content after a running trace published parts (what they carried
   is dropped), replacing its records.
 
+A status mark or snapshot larger than a changelog message is written in chunks (`chunks.py`).
+
 Recovery (`assembly.rebuild`) replays a trace's records in key order over its snapshot, then
 applies its status mark. A trace's entries are deleted when it is forgotten after the late
 window. The layout is not versioned (no users yet): a worker of another layout needs an empty
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -76,6 +79,7 @@ from tracebus.streams.assembly import (
     status_key,
     too_big,
 )
+from tracebus.streams.chunks import chunk_partition, chunked, joined
 from tracebus.streams.index import FORGET_NOW, MEMORY_BOUND, DeadlineIndex
 from tracebus.streams.metrics import StreamMetrics
 from tracebus.streams.settings import StreamSettings
@@ -150,6 +154,9 @@ class StreamWorker:
         # `_skipped_records`), and when (monotonic) it last moved.
         self._next_offsets: dict[TP, int] = {}
         self._moved_at: dict[TP, float] = {}
+        # Table entries written in chunks (`chunks.py`): the keys of each one's chunks.
+        self._chunks: dict[bytes, list[bytes]] = {}
+        self._chunk_generations = itertools.count(time.time_ns())
         self.app = self._build_app()
 
     def _build_app(self) -> faust.App:
@@ -219,13 +226,16 @@ class StreamWorker:
             await self._put(state.partition, key, value)
             if result.late:
                 await self._write_status(state)  # reopened
+        await self._publish_if_too_big(state, now)
+        self._track(state)
+
+    async def _publish_if_too_big(self, state: TraceState, now: int) -> None:
         if state.status == OPEN and too_big(
             state, self.settings.max_observations, self.settings.max_trace_bytes
         ):
             # A finished trace goes out whole in parts; a running one sends what has ended.
             final = looks_complete(state)
             await self._start_publishing(state, Completion.MAX_SIZE, final=final, now=now)
-        self._track(state)
 
     def _gap_before(self, message: Record) -> range:
         """The offsets of the message's partition between the last record handled and this one.
@@ -297,6 +307,8 @@ class StreamWorker:
             await self._put(state.partition, snapshot_key(trace_id), state.snapshot)
         await self._write_status(state)
         await self._delete(state.partition, dropped)
+        # Events that came while the parts went out can leave the trace over the limit again.
+        await self._publish_if_too_big(state, now)
         self._track(state)
 
     async def _close(self, trace_id: str, reason: str, now: int) -> None:
@@ -437,9 +449,33 @@ class StreamWorker:
     async def _put(
         self, partition: int, key: bytes, value: bytes | None
     ) -> asyncio.Future[RecordMetadata]:
-        """Set a table entry (None: delete it) in the store, and send it to the changelog
-        partition of the trace's events partition; the future resolves once the broker has
-        it (and the writes to that partition before it).
+        """Set a table entry (None: delete it), in chunks when it is larger than a changelog
+        message may be (`chunks.py`); the future resolves once the broker has it (and the
+        writes to that partition before it)."""
+        replaced = self._chunks.pop(key, ())
+        if value is None:
+            sent = await self._write(partition, key, None)
+        else:
+            entries = chunked(
+                key,
+                value,
+                self.settings.max_document_bytes,
+                partition,
+                next(self._chunk_generations),
+            )
+            for entry_key, entry_value in entries:
+                sent = await self._write(partition, entry_key, entry_value)
+            if len(entries) > 1:
+                self._chunks[key] = [chunk for chunk, _ in entries[:-1]]
+        for chunk in replaced:
+            await self._write(partition, chunk, None)
+        return sent
+
+    async def _write(
+        self, partition: int, key: bytes, value: bytes | None
+    ) -> asyncio.Future[RecordMetadata]:
+        """Set a store entry and send it to the changelog partition of the trace's events
+        partition.
 
         What `table[key] = value` does, without Faust's buffering of each write (its own
         future, queue and task: ~30 µs, and a trace takes three writes). Faust flushes the
@@ -499,7 +535,14 @@ class StreamWorker:
         )
         self._moved_at = dict.fromkeys(self._next_offsets, time.monotonic())
         self.states = {t: s for t, s in self.states.items() if s.partition in active}
-        rebuilt = rebuild(self.table.items(), skip=self.states.keys())
+        table = joined(self.table.items())
+        for key in table.broken:
+            log.error("table entry %r names chunks the changelog lacks: left out", key)
+        for chunk in table.orphans:
+            if chunk_partition(chunk) in active:
+                await self._write(chunk_partition(chunk), chunk, None)
+        self._chunks = table.chunks
+        rebuilt = rebuild(table.entries, skip=self.states.keys())
         self.states.update((t, s) for t, s in rebuilt.items() if s.partition in active)
         self.index.clear()
         for state in self.states.values():

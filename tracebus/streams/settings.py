@@ -33,8 +33,8 @@ class StreamSettings(KafkaSettings):
         DEFAULT_MAX_RECORD_BYTES,
         ge=64 * 1024,
         description="Bytes of one published document (JSON); a larger trace is published in "
-        "more parts, an observation larger alone is cut. Keep it under the broker's "
-        "message.max.bytes (Kafka's default is 1 MiB).",
+        "more parts, an observation larger alone is cut. Changelog entries over it are written "
+        "in chunks. Keep it under the broker's message.max.bytes (Kafka's default is 1 MiB).",
     )
     max_trace_bytes: int = Field(
         800 * 1024, ge=16 * 1024, description="Bytes of one trace's state before it is split."
