@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from conftest import eventually, fresh_settings
@@ -225,3 +226,56 @@ async def send_again(settings: KafkaSettings, record: ConsumerRecord) -> None:
         await producer.send_and_wait(record.topic, record.value, key=record.key)
     finally:
         await producer.stop()
+
+
+def test_a_restarted_worker_closes_thousands_of_overdue_traces_in_records_that_fit(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """Every trace a worker recovers past its late window is due at its first tick: the
+    `close` commands for a partition go in several records, none over a document's size."""
+    settings = fresh_settings(broker.bootstrap_servers, partitions=1)
+    limit, traces = 65_536, 2_500
+    port = free_port()
+    env = {"TRACEBUS_MAX_DOCUMENT_BYTES": str(limit), "TRACEBUS_GRACE_S": "0"}
+    worker = WorkerProcess(settings, tmp_path, TRACEBUS_METRICS_PORT=str(port), **env)
+    client = tracebus.Client(**settings.model_dump(), linger_ms=5)
+    restarted = None
+    try:
+        for i in range(traces):
+            with client.trace(f"t-{i}"):
+                pass
+        assert client.flush(10)
+        read_documents(settings, lambda documents: len(documents) >= traces, 90)
+        eventually(
+            lambda: metric(port, "tracebus_stream_publishing_traces") == 0,
+            30,
+            "the worker to apply every acknowledgement",
+        )
+        assert worker.stop() == 0, worker.log_tail()
+
+        restarted = WorkerProcess(settings, tmp_path, TRACEBUS_LATE_WINDOW_S="0", **env)
+        changelog = f"{stream_app_id(settings)}-traces-changelog"
+        eventually(
+            lambda: len(asyncio.run(forgotten(settings, changelog))) >= traces,
+            60,
+            "the restarted worker to forget every trace",
+        )
+    finally:
+        client.close()
+        worker.stop()
+        if restarted is not None:
+            assert restarted.stop() == 0, restarted.log_tail()
+    # Deadline closes go in the events partition, behind the events the log held.
+    events = asyncio.run(whole_topic(settings, settings.events_topic))
+    closes = [r for r in events if dict(r.headers).get("tracebus-control") == b"close"]
+    assert max(len(r.value) for r in closes) <= limit
+    assert sum(len(orjson.loads(r.value)["traces"]) for r in closes) >= traces
+
+
+async def forgotten(settings: KafkaSettings, changelog: str) -> set[bytes]:
+    """The trace ids whose status mark the changelog has deleted."""
+    return {
+        r.key
+        for r in await whole_topic(settings, changelog)
+        if r.value is None and len(r.key) == 32
+    }

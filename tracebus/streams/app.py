@@ -91,6 +91,8 @@ CONTROL_HEADER = "tracebus-control"
 CONTROL_KEY = b"tracebus-control"
 REASON_HEADER = "tracebus-reason"
 _NS = 1_000_000_000
+# The most JSON a control record takes per trace (its id, then a reason or a revision).
+_CONTROL_ENTRY_BYTES = 64
 _PUBLISH_RETRY_S = 1.0
 # The agent waits while this many traces are queued for the publisher: read on, it would hold
 # every trace it closed meanwhile (a worker reading a backlog closes them faster than they go).
@@ -645,15 +647,19 @@ class StreamWorker:
 
     async def _send_control(
         self, topic: str, partition: int, command: str, traces: list[Any]
-    ) -> Any:
-        return await self.app.producer.send(
-            topic,
-            CONTROL_KEY,
-            orjson.dumps({"traces": traces}),
-            partition,
-            None,
-            [(CONTROL_HEADER, command.encode())],
-        )
+    ) -> None:
+        """Send a command about `traces`, in records no larger than a document: after an
+        outage or a restart one tick can close tens of thousands of a partition's traces."""
+        per_record = self.settings.max_document_bytes // _CONTROL_ENTRY_BYTES
+        for start in range(0, max(len(traces), 1), per_record):
+            await self.app.producer.send(
+                topic,
+                CONTROL_KEY,
+                orjson.dumps({"traces": traces[start : start + per_record]}),
+                partition,
+                None,
+                [(CONTROL_HEADER, command.encode())],
+            )
 
     async def _publisher(self) -> None:
         while True:
