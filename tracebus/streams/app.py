@@ -649,8 +649,12 @@ class StreamWorker:
         self, topic: str, partition: int, command: str, traces: list[Any]
     ) -> None:
         """Send a command about `traces`, in records no larger than a document: after an
-        outage or a restart one tick can close tens of thousands of a partition's traces."""
-        per_record = self.settings.max_document_bytes // _CONTROL_ENTRY_BYTES
+        outage or a restart one tick can close tens of thousands of a partition's traces. A
+        record names no more traces than the publisher's queue holds: the agent waits for room
+        in the queue between records, and queues a record's traces all at once."""
+        per_record = min(
+            self.settings.max_document_bytes // _CONTROL_ENTRY_BYTES, _MAX_QUEUED_PUBLICATIONS
+        )
         for start in range(0, max(len(traces), 1), per_record):
             await self.app.producer.send(
                 topic,
