@@ -335,6 +335,37 @@ def test_a_trace_whose_document_would_exceed_the_byte_limit_is_published_in_part
         assert [a.observation_id for a in document.ancestors] == [observations[0].observation_id]
 
 
+def test_a_score_goes_in_the_part_of_its_observation_and_the_traces_own_in_the_first() -> None:
+    trace_id = new_trace_id()
+    records = a_wide_trace(trace_id, children=11, input_bytes=3_000)
+    children = [orjson.loads(r)["events"][0]["observation_id"] for r in records[1:]]
+    # Scores whose comments alone would not fit in one part.
+    records += [
+        record(
+            trace_id,
+            event(
+                trace_id,
+                "score",
+                score_id=f"review-{n}",
+                observation_id=child,
+                name="review",
+                value=1,
+                data_type="NUMERIC",
+                comment="c" * 5_000,
+            ),
+        )
+        for n, child in enumerate(children)
+    ]
+    documents = built_within(32_768, records)
+    assert len(documents) > 2
+    assert "s1" in {s.score_id for s in documents[0].scores}
+    for document in documents:
+        inside = {o.observation_id for o in document.observations}
+        reviews = [s for s in document.scores if s.score_id != "s1"]
+        assert {s.observation_id for s in reviews} == inside & set(children)
+    assert sum(len(d.scores) for d in documents) == 1 + len(children)
+
+
 def test_an_observation_too_large_for_a_document_alone_has_its_fields_cut_to_fit() -> None:
     trace_id = new_trace_id()
     [root_record, large] = a_wide_trace(trace_id, children=1, input_bytes=100_000)

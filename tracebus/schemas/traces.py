@@ -128,5 +128,9 @@ class TraceDocument(_Strict):
     ancestors: list[ObservationRef] = Field(
         default_factory=list, description="Ancestors of this part's observations kept elsewhere."
     )
-    scores: list[ScoreEvent] = Field(default_factory=list)
+    scores: list[ScoreEvent] = Field(
+        default_factory=list,
+        description="Scores of this part's observations; the first part also has the trace's "
+        "own and those of observations in no part of this revision.",
+    )
     summary: TraceSummary

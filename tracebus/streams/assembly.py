@@ -446,13 +446,15 @@ def build_documents(
         for i in range(0, max(len(observations), 1), max_observations)
     ]
 
+    part_scores = _PartScores(scores, observations)
+
     def numbered(chunks: list[list[dict[str, Any]]]) -> list[Document]:
         first_part = state.parts_published + 1
         total = state.parts_published + len(chunks) if final else None
         documents = []
         for offset, chunk in enumerate(chunks):
             body = _document(
-                envelope, chunk, placement, scores if offset == 0 else [], first_part + offset
+                envelope, chunk, placement, part_scores(chunk, offset == 0), first_part + offset
             )
             if total is not None:
                 body["parts"] = total
@@ -464,8 +466,34 @@ def build_documents(
     if any(len(d.data) > max_bytes for d in documents):
         attributes = envelope["trace"] = _cut(envelope["trace"], max_bytes // 4)
         attributes.pop("truncated", None)  # the attributes have no such field: the marker says it
-        documents = numbered(_fitted(chunks, envelope, placement, scores, max_bytes))
+        documents = numbered(_fitted(chunks, envelope, placement, part_scores, max_bytes))
     return documents
+
+
+class _PartScores:
+    """Which scores go in which part: a score of an observation goes with it (a sink can then
+    attach it to the observation's run), the trace's own and those of observations in no part
+    go in the first."""
+
+    def __init__(self, scores: list[dict[str, Any]], observations: list[dict[str, Any]]) -> None:
+        self._scores = scores
+        self._published = (
+            {o["observation_id"] for o in observations}
+            if any("observation_id" in s for s in scores)
+            else set()
+        )
+
+    def __call__(self, chunk: list[dict[str, Any]], first: bool) -> list[dict[str, Any]]:
+        if not self._published:
+            return self._scores if first else []
+        inside = {o["observation_id"] for o in chunk}
+        published = self._published
+        return [
+            s
+            for s in self._scores
+            if s.get("observation_id") in inside
+            or (first and s.get("observation_id") not in published)
+        ]
 
 
 # Room left in a measured document for its part numbers, which change as chunks are halved.
@@ -496,7 +524,7 @@ def _fitted(
     chunks: list[list[dict[str, Any]]],
     envelope: dict[str, Any],
     placement: dict[str, tuple[str | None, int]],
-    scores: list[dict[str, Any]],
+    part_scores: _PartScores,
     max_bytes: int,
 ) -> list[list[dict[str, Any]]]:
     """The chunks, halved until each one's document fits in `max_bytes`; an observation that
@@ -505,7 +533,7 @@ def _fitted(
     pending, fitted = list(reversed(chunks)), []
     while pending:
         chunk = pending.pop()
-        body = _document(envelope, chunk, placement, [] if fitted else scores, 1)
+        body = _document(envelope, chunk, placement, part_scores(chunk, not fitted), 1)
         size = len(orjson.dumps(body))
         if size <= budget:
             fitted.append(chunk)
