@@ -527,7 +527,8 @@ async def ceiling_loop(bootstrap: str, source: str, sink: str, group: str) -> di
     no compression)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from tracebus.streams.app import MAX_BATCH_BYTES, MAX_FETCH_BYTES, MAX_REQUEST_BYTES
+    from tracebus.streams.app import MAX_BATCH_BYTES, MAX_FETCH_BYTES
+    from tracebus.streams.settings import MAX_REQUEST_BYTES
     from tracebus.streams.transport import FETCH_MAX_WAIT_MS
 
     stop = asyncio.Event()

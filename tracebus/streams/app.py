@@ -82,7 +82,7 @@ from tracebus.streams.assembly import (
 from tracebus.streams.chunks import chunk_partition, chunked, joined
 from tracebus.streams.index import FORGET_NOW, MEMORY_BOUND, DeadlineIndex
 from tracebus.streams.metrics import StreamMetrics
-from tracebus.streams.settings import StreamSettings
+from tracebus.streams.settings import MAX_REQUEST_BYTES, StreamSettings
 from tracebus.streams.transport import StreamTransport
 from tracebus.streams.validation import parse_record
 
@@ -103,10 +103,8 @@ _CLOSE_AGAIN_NS = 30 * _NS
 # `_wake_stalled`): far longer than records wait in Faust's buffers on a busy worker.
 _STALL_S = 10.0
 # A trace's record, changelog entry and document are ~20-30 KiB: with Faust's 16 KiB batches
-# each message is a batch of its own, one per partition per request (half the throughput); a
-# 1 MiB message (the record limit) must fit a request too.
+# each message is a batch of its own, one per partition per request (half the throughput).
 MAX_BATCH_BYTES = 1024 * 1024
-MAX_REQUEST_BYTES = 8 * 1024 * 1024
 # Per partition and fetch: 1 MiB is ~50 such records, and the agent waited on fetches.
 MAX_FETCH_BYTES = 8 * 1024 * 1024
 _STREAM_BUFFER_RECORDS = 256

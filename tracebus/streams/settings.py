@@ -10,6 +10,11 @@ from pydantic import Field
 from tracebus.config import KafkaSettings
 from tracebus.schemas import DEFAULT_MAX_RECORD_BYTES
 
+# The stream's producer requests (`app.py`): every message it writes must fit in one.
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+# The largest value that leaves room in a request for its key, headers and batch framing.
+LARGEST_VALUE_BYTES = MAX_REQUEST_BYTES - 64 * 1024
+
 
 class StreamSettings(KafkaSettings):
     app_id: str = Field("tracebus-stream", description="Consumer group and table namespace.")
@@ -32,6 +37,7 @@ class StreamSettings(KafkaSettings):
     max_document_bytes: int = Field(
         DEFAULT_MAX_RECORD_BYTES,
         ge=64 * 1024,
+        le=LARGEST_VALUE_BYTES,
         description="Bytes of one published document (JSON); a larger trace is published in "
         "more parts, an observation larger alone is cut. Changelog entries over it are written "
         "in chunks. Keep it under the broker's message.max.bytes (Kafka's default is 1 MiB).",
@@ -52,7 +58,9 @@ class StreamSettings(KafkaSettings):
         "(completed_by=evicted) and counted; nothing is dropped.",
     )
     max_record_bytes: int = Field(
-        DEFAULT_MAX_RECORD_BYTES, description="Larger event records are dead-lettered."
+        DEFAULT_MAX_RECORD_BYTES,
+        le=LARGEST_VALUE_BYTES,
+        description="Larger event records are dead-lettered.",
     )
     price_file: Path | None = Field(None, description="TOML file of price overrides.")
     tick_s: float = Field(0.2, gt=0, description="How often deadlines are checked.")
