@@ -44,7 +44,6 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import faust
@@ -82,6 +81,7 @@ from tracebus.streams.assembly import (
 from tracebus.streams.chunks import chunk_partition, chunked, joined
 from tracebus.streams.index import FORGET_NOW, MEMORY_BOUND, DeadlineIndex
 from tracebus.streams.metrics import StreamMetrics
+from tracebus.streams.publications import Publication, PublicationQueue
 from tracebus.streams.settings import MAX_REQUEST_BYTES, StreamSettings
 from tracebus.streams.transport import StreamTransport
 from tracebus.streams.validation import parse_record
@@ -94,9 +94,11 @@ _NS = 1_000_000_000
 # The most JSON a control record takes per trace (its id, then a reason or a revision).
 _CONTROL_ENTRY_BYTES = 64
 _PUBLISH_RETRY_S = 1.0
-# The agent waits while this many traces are queued for the publisher: read on, it would hold
-# every trace it closed meanwhile (a worker reading a backlog closes them faster than they go).
+# The agent waits while this many traces, or documents of this share of the memory bound, are
+# queued for the publisher: read on, it would hold every trace it closed meanwhile (a worker
+# reading a backlog closes them faster than they go), uncounted by the bound.
 _MAX_QUEUED_PUBLICATIONS = 500
+_QUEUED_SHARE_OF_BOUND = 1 / 8
 # A `close` not acted on this long after it was sent is sent again.
 _CLOSE_AGAIN_NS = 30 * _NS
 # A partition with records past its next offset and none handled this long is woken (see
@@ -121,17 +123,6 @@ class Record(Protocol):
     headers: Any
 
 
-@dataclass
-class Publication:
-    trace_id: str
-    partition: int
-    revision: int
-    documents: list[bytes]
-    final: bool
-    # The changelog write of the trace's `publishing` mark: no document leaves before it.
-    marked: asyncio.Future[RecordMetadata]
-
-
 class StreamWorker:
     """Builds the Faust app, its topics, table, agent and background tasks."""
 
@@ -145,11 +136,11 @@ class StreamWorker:
         self.heartbeat = Heartbeat()
         # The traces of the partitions assigned here; the table is their durable copy.
         self.states: dict[str, TraceState] = {}
-        self._queue: list[Publication] = []
+        self._publications = PublicationQueue(
+            _MAX_QUEUED_PUBLICATIONS, int(settings.max_open_bytes * _QUEUED_SHARE_OF_BOUND)
+        )
         # Revisions this worker has queued: a second `close` for them must not publish again.
         self._queued_revisions: dict[str, int] = {}
-        self._queued = asyncio.Event()
-        self._queue_has_room = asyncio.Event()
         # Per partition read (events and control): the offset of the next record (see
         # `_skipped_records`), and when (monotonic) it last moved.
         self._next_offsets: dict[TP, int] = {}
@@ -182,9 +173,7 @@ class StreamWorker:
 
     async def _assemble(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            while len(self._queue) >= _MAX_QUEUED_PUBLICATIONS:
-                self._queue_has_room.clear()
-                await self._queue_has_room.wait()
+            await self._publications.room()
             message = event.message
             try:
                 gap = self._gap_before(message)
@@ -290,6 +279,7 @@ class StreamWorker:
                 await self._mark_published(trace_id, revision, final, now)
         else:
             for trace_id, reason in body["traces"]:
+                await self._publications.room()
                 await self._close(trace_id, reason, now)
 
     async def _mark_published(self, trace_id: str, revision: int, final: bool, now: int) -> None:
@@ -391,7 +381,7 @@ class StreamWorker:
         state.status_since_ns = now
         marked = await self._write_status(state)
         self._queued_revisions[state.trace_id] = state.revision
-        self._queue.append(
+        self._publications.put(
             Publication(
                 state.trace_id,
                 state.partition,
@@ -401,7 +391,6 @@ class StreamWorker:
                 marked,
             )
         )
-        self._queued.set()
 
     async def _dead_letter(self, message: Record, reason: str, kind: str) -> None:
         self.metrics.dead_letters.labels(kind).inc()
@@ -647,12 +636,8 @@ class StreamWorker:
         self, topic: str, partition: int, command: str, traces: list[Any]
     ) -> None:
         """Send a command about `traces`, in records no larger than a document: after an
-        outage or a restart one tick can close tens of thousands of a partition's traces. A
-        record names no more traces than the publisher's queue holds: the agent waits for room
-        in the queue between records, and queues a record's traces all at once."""
-        per_record = min(
-            self.settings.max_document_bytes // _CONTROL_ENTRY_BYTES, _MAX_QUEUED_PUBLICATIONS
-        )
+        outage or a restart one tick can close tens of thousands of a partition's traces."""
+        per_record = self.settings.max_document_bytes // _CONTROL_ENTRY_BYTES
         for start in range(0, max(len(traces), 1), per_record):
             await self.app.producer.send(
                 topic,
@@ -665,10 +650,7 @@ class StreamWorker:
 
     async def _publisher(self) -> None:
         while True:
-            await self._queued.wait()
-            self._queued.clear()
-            batch, self._queue = self._queue, []
-            self._queue_has_room.set()
+            batch = await self._publications.take_all()
             try:
                 with self.metrics.publish_seconds.time():
                     await self._publish(batch)
@@ -680,9 +662,8 @@ class StreamWorker:
                 return
             except Exception as error:
                 log.warning("publishing %d traces failed, retrying: %r", len(batch), error)
-                self._queue[:0] = batch
+                self._publications.put_back(batch)
                 await asyncio.sleep(_PUBLISH_RETRY_S)
-                self._queued.set()
 
     async def _publish(self, batch: list[Publication]) -> None:
         batch = await self._marked(batch)

@@ -1,0 +1,78 @@
+"""The traces a worker has marked `publishing`, queued for its publisher.
+
+A trace on its way out is no longer counted by the memory bound (it is no longer open, nor kept
+for late events), yet it holds its state and its documents until they are acknowledged. The
+queue bounds what that takes: the agent waits for room before it takes in more (`room`), so the
+traces on their way out hold at most twice the queue's bounds (the queue, and the batch the
+publisher is sending)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiokafka.structs import RecordMetadata
+
+
+@dataclass
+class Publication:
+    trace_id: str
+    partition: int
+    revision: int
+    documents: list[bytes]
+    final: bool
+    # The changelog write of the trace's `publishing` mark: no document leaves before it.
+    marked: asyncio.Future[RecordMetadata]
+
+    @property
+    def size(self) -> int:
+        return sum(map(len, self.documents))
+
+
+class PublicationQueue:
+    """Publications waiting for the publisher, which takes them all at once; full at
+    `max_count` publications or `max_bytes` of documents."""
+
+    def __init__(self, max_count: int, max_bytes: int) -> None:
+        self._items: list[Publication] = []
+        self._bytes = 0
+        self._max_count = max_count
+        self._max_bytes = max_bytes
+        self._not_empty = asyncio.Event()
+        self._has_room = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def full(self) -> bool:
+        return len(self._items) >= self._max_count or self._bytes >= self._max_bytes
+
+    async def room(self) -> None:
+        """Return once the queue is not full."""
+        while self.full():
+            self._has_room.clear()
+            await self._has_room.wait()
+
+    def put(self, publication: Publication) -> None:
+        self._items.append(publication)
+        self._bytes += publication.size
+        self._not_empty.set()
+
+    def put_back(self, batch: list[Publication]) -> None:
+        """Queue a batch that could not be sent ahead of what came since."""
+        self._items[:0] = batch
+        self._bytes += sum(p.size for p in batch)
+        self._not_empty.set()
+
+    async def take_all(self) -> list[Publication]:
+        """Everything queued, once something is."""
+        while not self._items:
+            self._not_empty.clear()
+            await self._not_empty.wait()
+        batch, self._items, self._bytes = self._items, [], 0
+        self._has_room.set()
+        return batch
