@@ -98,7 +98,7 @@ _PUBLISH_RETRY_S = 1.0
 # queued for the publisher: read on, it would hold every trace it closed meanwhile (a worker
 # reading a backlog closes them faster than they go), uncounted by the bound.
 _MAX_QUEUED_PUBLICATIONS = 500
-_QUEUED_SHARE_OF_BOUND = 1 / 8
+_QUEUED_SHARE_OF_BOUND = 1 / 4
 # A `close` not acted on this long after it was sent is sent again.
 _CLOSE_AGAIN_NS = 30 * _NS
 # A partition with records past its next offset and none handled this long is woken (see
