@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+from aiokafka import AIOKafkaProducer
 from conftest import consume, eventually
 from whereabouts import stream_app_id
 from workers import CliWorker
@@ -35,6 +37,22 @@ class WorkerProcess(CliWorker):
             **settings.worker_env(),
         }
         super().__init__(["stream"], environment, log_dir / f"stream-{uuid.uuid4().hex[:6]}.log")
+
+
+def send_raw(settings: KafkaSettings, records: list[tuple[bytes | None, bytes]]) -> None:
+    """Send event records (key, value) to the events topic as they are, in order."""
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+        await producer.start()
+        try:
+            for key, value in records:
+                await producer.send(settings.events_topic, value, key=key)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
 
 
 def read_documents(

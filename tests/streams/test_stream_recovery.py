@@ -8,9 +8,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import ConsumerRecord
 from conftest import eventually, fresh_settings
-from stream_helpers import WorkerProcess, metric, of_traces, read_documents
+from stream_helpers import WorkerProcess, metric, of_traces, read_documents, send_raw
 from whereabouts import group_status, stream_app_id, whereabouts, whole_topic
 
 import tracebus
@@ -187,7 +187,7 @@ def test_a_long_running_traces_bookkeeping_fits_changelog_messages_and_survives_
 
         restarted = WorkerProcess(settings, tmp_path, **env)
         [first_record] = asyncio.run(records_of(settings, root.trace_id))[:1]
-        asyncio.run(send_again(settings, first_record))
+        send_raw(settings, [(first_record.key, first_record.value)])
         with client.span("late-child", parent=steps[0]):
             pass
         root.end()
@@ -217,15 +217,6 @@ async def records_of(settings: KafkaSettings, trace_id: str) -> list[ConsumerRec
     return [
         r for r in await whole_topic(settings, settings.events_topic) if r.key == trace_id.encode()
     ]
-
-
-async def send_again(settings: KafkaSettings, record: ConsumerRecord) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
-    await producer.start()
-    try:
-        await producer.send_and_wait(record.topic, record.value, key=record.key)
-    finally:
-        await producer.stop()
 
 
 def test_a_restarted_worker_closes_thousands_of_overdue_traces_in_records_that_fit(

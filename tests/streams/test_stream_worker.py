@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 from conftest import consume, fresh_settings
-from stream_helpers import WorkerProcess, of_traces, read_documents
+from stream_helpers import WorkerProcess, of_traces, read_documents, send_raw
 
 import tracebus
 from tracebus.config import KafkaSettings
@@ -45,20 +43,6 @@ def client(stream: KafkaSettings) -> Iterator[tracebus.Client]:
 def published(stream: KafkaSettings, *trace_ids: str, revisions: int = 1) -> list[TraceDocument]:
     documents = read_documents(stream, of_traces(set(trace_ids), revisions))
     return [d for d in documents if d.trace_id in trace_ids]
-
-
-def send_raw(stream: KafkaSettings, records: list[tuple[bytes, bytes]]) -> None:
-    async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=stream.bootstrap_servers)
-        await producer.start()
-        try:
-            for key, value in records:
-                await producer.send(stream.events_topic, value, key=key)
-            await producer.flush()
-        finally:
-            await producer.stop()
-
-    asyncio.run(send())
 
 
 def observation_event(trace_id: str, observation_id: str, **fields: object) -> bytes:
