@@ -528,8 +528,8 @@ class StreamWorker:
         for key in table.broken:
             log.error("table entry %r names chunks the changelog lacks: left out", key)
         for chunk in table.orphans:
-            if chunk_partition(chunk) in active:
-                await self._write(chunk_partition(chunk), chunk, None)
+            if (partition := chunk_partition(chunk)) in active:
+                await self._write(partition, chunk, None)
         self._chunks = table.chunks
         rebuilt = rebuild(table.entries, skip=self.states.keys())
         self.states.update((t, s) for t, s in rebuilt.items() if s.partition in active)
