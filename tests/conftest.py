@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from kafka_proxy import KafkaProxy
 from workers import CliWorker
 
 from tracebus.config import KafkaSettings
@@ -36,6 +37,16 @@ def broker() -> Iterator[EmbeddedBroker]:
     embedded.start()
     yield embedded
     embedded.stop()
+
+
+@pytest.fixture(scope="module")
+def proxied() -> Iterator[tuple[KafkaProxy, EmbeddedBroker]]:
+    """A broker of its own that every client reaches through a proxy the test controls."""
+    port = free_port()
+    with KafkaProxy(f"127.0.0.1:{port}") as proxy:
+        broker = EmbeddedBroker(port=port, advertised=proxy.address)
+        with broker:
+            yield proxy, broker
 
 
 def fresh_settings(bootstrap_servers: str, partitions: int = 4) -> KafkaSettings:

@@ -5,6 +5,7 @@ and no worker's memory ran away. `TRACEBUS_FAULT_ITERATIONS` makes the long form
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -12,8 +13,10 @@ from pathlib import Path
 from random import Random
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 from bad_inputs import MAX_RECORD_BYTES, Input, inputs, send
-from conftest import eventually, fresh_settings, read_batches
+from conftest import consume, eventually, fresh_settings, read_batches
 from harness import (
     ITERATIONS,
     SEED,
@@ -30,11 +33,10 @@ from harness import (
 )
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
-from proxy import KafkaProxy, producer_clients, worker_clients
+from kafka_proxy import KafkaProxy, producer_clients, worker_clients
 
 import tracebus
 from tracebus.kafka import EmbeddedBroker
-from tracebus.kafka.broker import free_port
 from tracebus.ops.deadletters import DeadLetter
 
 RATE = 10.0  # traces per second: a steady load the 2-core CI machine carries with room left
@@ -104,16 +106,6 @@ def test_a_failing_destination_delays_delivery_but_loses_and_duplicates_nothing(
     record("destination 5xx, 429 + Retry-After, timeout, refused", started, **outcome.figures())
 
 
-@pytest.fixture(scope="module")
-def proxied() -> Iterator[tuple[KafkaProxy, EmbeddedBroker]]:
-    """A broker of its own that every client reaches through a proxy the test controls."""
-    port = free_port()
-    with KafkaProxy(f"127.0.0.1:{port}") as proxy:
-        broker = EmbeddedBroker(port=port, advertised=proxy.address)
-        with broker:
-            yield proxy, broker
-
-
 def test_clients_of_the_proxied_broker_go_through_the_proxy_and_a_cut_holds_only_whom_it_names(
     proxied: tuple[KafkaProxy, EmbeddedBroker],
 ) -> None:
@@ -138,6 +130,38 @@ def test_clients_of_the_proxied_broker_go_through_the_proxy_and_a_cut_holds_only
         client.close()
     batches = read_batches(settings, lambda b: during.trace_id in {x.trace_id for x in b})
     assert {b.trace_id for b in batches} == {before.trace_id, during.trace_id}
+
+
+def test_a_refusal_of_the_proxied_broker_writes_nothing_of_its_topics_and_answers_their_error(
+    proxied: tuple[KafkaProxy, EmbeddedBroker],
+) -> None:
+    proxy, broker = proxied
+    settings = fresh_settings(broker.bootstrap_servers)
+    refused, other = settings.events_topic, settings.traces_topic
+
+    async def write(tag: bytes) -> list[BaseException | int]:
+        """Per write, its error or offset: one request with both topics, then one with the
+        refused topic only."""
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=50)
+        await producer.start()
+        try:
+            sent = [
+                await producer.send(topic, tag + b"-1", partition=0) for topic in (refused, other)
+            ]
+            await asyncio.wait(sent)
+            sent.append(await producer.send(refused, tag + b"-2", partition=0))
+            await asyncio.wait(sent[-1:])
+            return [f.exception() or f.result().offset for f in sent]
+        finally:
+            await producer.stop()
+
+    with proxy.refuse(lambda topic: topic == refused, MessageSizeTooLargeError.errno) as refusal:
+        during = asyncio.run(write(b"refused"))
+    assert isinstance(during[0], MessageSizeTooLargeError) and during[1] == 0
+    assert isinstance(during[2], MessageSizeTooLargeError) and refusal.partitions == 2
+    assert asyncio.run(write(b"accepted")) == [0, 1, 1]
+    written = consume(broker.bootstrap_servers, refused, lambda records: len(records) >= 2)
+    assert [r.value for r in written] == [b"accepted-1", b"accepted-2"]
 
 
 def test_network_cuts_to_the_broker_lose_and_duplicate_nothing(

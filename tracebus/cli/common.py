@@ -30,12 +30,14 @@ class ExitCode(IntEnum):
     CHECK_FAILED = 1
     USAGE = 2
     UNREACHABLE = 3
+    WORKER_FAILED = 4
     INTERRUPTED = 130
 
 
 EXIT_CODES_HELP = (
     "[b]Exit codes:[/b] 0 ok · 1 check failed (stale schemas, missing topics) · "
-    "2 usage, configuration or broker start-up error · 3 Kafka broker unreachable."
+    "2 usage, configuration or broker start-up error · 3 Kafka broker unreachable · "
+    "4 a worker stopped on an error it must not go past (its log says which)."
     "\n\nEvery option marked \\[env var: …] can also be set in that environment variable."
 )
 

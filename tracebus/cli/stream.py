@@ -106,4 +106,6 @@ def stream(
     worker = StreamWorker(settings, pricing)
     if settings.metrics_port is not None:
         serve_metrics(settings.metrics_port, worker.metrics.registry, worker.heartbeat)
-    run_worker(worker.app, loglevel=logging.getLevelName(logging.getLogger().getEffectiveLevel()))
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    if run_worker(worker.app, loglevel=level) != ExitCode.OK:
+        fail("the stream worker stopped on an error (see its log)", ExitCode.WORKER_FAILED)

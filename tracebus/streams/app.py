@@ -44,7 +44,7 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import faust
 import orjson
@@ -483,12 +483,14 @@ class StreamWorker:
 
     def _on_changelog_write(self, sent: asyncio.Future[RecordMetadata]) -> None:
         """Where a RocksDB store resumes recovering from the changelog (as Faust's own table
-        writes record it); a failed write is an error the log must show."""
+        writes record it). A failed write (the producer retries what can be retried) stops the
+        worker before its next commit (`transport.py`)."""
         if sent.cancelled():
             return
         error = sent.exception()
         if error is not None:
             log.error("a changelog write failed: %r", error)
+            cast(StreamTransport, self.app.transport).refused_write(error)
             return
         written = sent.result()
         self.table.data.set_persisted_offset(TP(written.topic, written.partition), written.offset)
@@ -752,10 +754,12 @@ def faust_app(settings: StreamSettings) -> faust.App:
     return app
 
 
-def run_worker(app: faust.App, loglevel: str = "info") -> None:
-    """Run until SIGTERM/SIGINT; exits the process like `faust worker` does."""
+def run_worker(app: faust.App, loglevel: str = "info") -> int:
+    """Run until SIGTERM/SIGINT or a crash; the exit code `faust worker` would end with."""
     faust_worker = faust.Worker(app, loglevel=loglevel.lower(), quiet=True)
     # Faust's spinner sets the root logger to DEBUG, which costs ~9% CPU in log records.
     faust_worker.spinner = None
-    with contextlib.suppress(SystemExit):
+    try:
         faust_worker.execute_from_commandline()
+    except SystemExit as exit_:  # how it always ends
+        return int(exit_.code or 0)

@@ -20,6 +20,13 @@ partition in the order they were fetched, so a control record waited behind ever
 fetched before it (up to 8 MiB per partition): ~7 s on a worker catching up on a backlog, every
 trace it had published or given up held in memory meanwhile.
 
+And a guard on commits: Faust commits offsets after flushing its producer, whether or not the
+table writes it flushed were accepted. A write the broker refused for good (an authorisation
+error, a topic whose message limit is below the worker's) would leave a trace in memory only,
+its records committed: lost with the next restart. The worker reports such a refusal
+(`StreamTransport.refused_write`), and the consumer then crashes the worker instead of
+committing, so that whichever worker takes over reads those records again.
+
 And one setting Faust fixes: its consumer waits up to 1.5 s for a fetch to fill. Apache Kafka
 answers as soon as records arrive; tansu answers only when the wait ends, so every control
 record's round trip (and the end-to-end latency) took hundreds of milliseconds. A short wait
@@ -27,6 +34,7 @@ costs an idle worker a few fetch requests a second."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Set
 from contextlib import asynccontextmanager
@@ -70,6 +78,21 @@ class StreamConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> StreamConsumerThread:
         return StreamConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        # Faust flushed the producer just before: every write has its answer, and one turn of
+        # the loop runs the callbacks that report a refusal.
+        await asyncio.sleep(0)
+        refusal = cast(StreamTransport, self.transport).refusal
+        if refusal is not None:
+            log.critical(
+                "the changelog refused a table write (%r): stopping without committing, so that "
+                "the records behind it are read again",
+                refusal,
+            )
+            await self.crash(refusal)
+            return False
+        return await super()._commit(offsets)
+
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         if not partitions:
             return {}
@@ -109,6 +132,12 @@ class StreamConsumer(faust_aiokafka.Consumer):
 class StreamTransport(faust_aiokafka.Transport):
     Consumer = StreamConsumer
     first_topics: frozenset[str] = frozenset()
+    # The first table write the broker refused, if any: nothing is committed after it.
+    refusal: BaseException | None = None
+
+    def refused_write(self, error: BaseException) -> None:
+        if self.refusal is None:
+            self.refusal = error
 
 
 def _aiokafka_tp(tp: TP) -> TopicPartition:

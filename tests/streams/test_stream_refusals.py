@@ -1,0 +1,72 @@
+"""Writes the broker refuses for good (a topic's message limit, an ACL): the worker never
+commits over a table write that was refused, and a document refused stops nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import pytest
+from aiokafka.errors import MessageSizeTooLargeError
+from conftest import eventually, fresh_settings
+from kafka_proxy import KafkaProxy
+from stream_helpers import WorkerProcess, of_traces, read_documents
+from whereabouts import group_status, stream_app_id
+
+import tracebus
+from tracebus.cli.common import ExitCode
+from tracebus.config import KafkaSettings
+from tracebus.kafka import EmbeddedBroker
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def trace(client: tracebus.Client, name: str) -> str:
+    with client.trace(name) as root, client.span("step"):
+        pass
+    assert client.flush(10)
+    return root.trace_id
+
+
+def committed(settings: KafkaSettings) -> tuple[int, int]:
+    """The offsets the stream's group has committed on the events topic, and the topic's end
+    offsets, each summed over the partitions."""
+    status = asyncio.run(group_status(settings, stream_app_id(settings)))
+    partitions = [p for p in status.partitions if p.topic == settings.events_topic]
+    return sum(p.committed or 0 for p in partitions), sum(p.bounds.end for p in partitions)
+
+
+def test_a_refused_table_write_stops_the_worker_uncommitted_and_the_next_one_publishes_it(
+    proxied: tuple[KafkaProxy, EmbeddedBroker], tmp_path: Path
+) -> None:
+    proxy, broker = proxied
+    settings = fresh_settings(broker.bootstrap_servers)
+    changelog = f"{stream_app_id(settings)}-traces-changelog"
+    client = tracebus.Client(**settings.model_dump(), linger_ms=5)
+    worker = WorkerProcess(settings, tmp_path)
+    try:
+        before = trace(client, "before")
+        read_documents(settings, of_traces({before}))
+        # Its record, and the control record that closed it, are committed.
+        eventually(lambda: len(set(committed(settings))) == 1, 20, "the events committed")
+        before_offsets, _ = committed(settings)
+
+        with proxy.refuse(lambda topic: topic == changelog, MessageSizeTooLargeError.errno):
+            during = trace(client, "during")
+            try:
+                code = worker.process.wait(60)
+            except subprocess.TimeoutExpired:
+                raise AssertionError("the worker went on after a refused write") from None
+        assert code == ExitCode.WORKER_FAILED
+        assert "the changelog refused a table write" in worker.log_path.read_text()
+        offsets, end = committed(settings)
+        assert offsets == before_offsets < end, "the refused write's record was committed"
+
+        worker = WorkerProcess(settings, tmp_path)
+        documents = read_documents(settings, of_traces({before, during}))
+    finally:
+        client.close()
+        worker.stop()
+    published = sorted((d.trace.name, d.revision) for d in documents)
+    assert published == [("before", 1), ("during", 1)]
