@@ -57,12 +57,17 @@ def worker_clients(client_id: str) -> bool:
 
 @dataclass
 class Refusal:
-    """Writes to the topics `topics` names are refused with `error_code`; `partitions` counts
-    the partition writes refused so far."""
+    """Writes to the topics `topics` names whose record batch is larger than `larger_than`
+    bytes (every write: 0) are refused with `error_code`; `partitions` counts the partition
+    writes refused so far."""
 
     topics: Callable[[str], bool]
     error_code: int
+    larger_than: int = 0
     partitions: int = 0
+
+    def refuses(self, topic: str, batch: bytes) -> bool:
+        return self.topics(topic) and len(batch) > self.larger_than
 
 
 @dataclass(eq=False)
@@ -119,11 +124,14 @@ class KafkaProxy:
             self._call(self._end_cut(clients))
 
     @contextlib.contextmanager
-    def refuse(self, topics: Callable[[str], bool], error_code: int) -> Iterator[Refusal]:
+    def refuse(
+        self, topics: Callable[[str], bool], error_code: int, larger_than: int = 0
+    ) -> Iterator[Refusal]:
         """Inside the block, every client's writes to the topics `topics` names are refused
-        with `error_code` (a Kafka error's `errno`), as the broker would refuse them; writes to
-        other topics in the same requests go through."""
-        refusal = Refusal(topics, error_code)
+        with `error_code` (a Kafka error's `errno`), as the broker would refuse them; only
+        record batches larger than `larger_than` bytes when given (a topic's
+        `max.message.bytes`). Other writes in the same requests go through."""
+        refusal = Refusal(topics, error_code, larger_than)
         self._call(self._change(self._refusals.append, refusal))
         try:
             yield refusal
@@ -205,12 +213,18 @@ class KafkaProxy:
         refused: list[tuple[str, list[tuple[int, int]]]] = []
         kept = []
         for topic, partitions in request.topics:
-            refusal = next((r for r in self._refusals if r.topics(topic)), None)
-            if refusal is None:
-                kept.append((topic, partitions))
-            else:
-                refusal.partitions += len(partitions)
-                refused.append((topic, [(p, refusal.error_code) for p, _ in partitions]))
+            kept_partitions, refused_partitions = [], []
+            for partition, batch in partitions:
+                refusal = next((r for r in self._refusals if r.refuses(topic, batch)), None)
+                if refusal is None:
+                    kept_partitions.append((partition, batch))
+                else:
+                    refusal.partitions += 1
+                    refused_partitions.append((partition, refusal.error_code))
+            if kept_partitions:
+                kept.append((topic, kept_partitions))
+            if refused_partitions:
+                refused.append((topic, refused_partitions))
         if not refused:
             return frame
         answer = getattr(produce, f"ProduceResponse_v{version}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from tracebus.streams.app import faust_app
 from tracebus.streams.settings import LARGEST_VALUE_BYTES, StreamSettings
 
 
@@ -13,3 +14,10 @@ def test_a_limit_larger_than_the_producers_requests_is_refused(name: str) -> Non
     StreamSettings(**{name: LARGEST_VALUE_BYTES})
     with pytest.raises(ValidationError, match=name):
         StreamSettings(**{name: LARGEST_VALUE_BYTES + 1})
+
+
+def test_no_batch_the_worker_writes_is_larger_than_a_document() -> None:
+    """A topic whose message limit takes the documents takes every batch (the broker holds a
+    record batch as a whole to the limit)."""
+    app = faust_app(StreamSettings(max_document_bytes=100_000))
+    assert app.conf.producer_max_batch_size == 100_000

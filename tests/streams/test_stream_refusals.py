@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError
-from conftest import eventually, fresh_settings
+from conftest import consume, eventually, fresh_settings
 from kafka_proxy import KafkaProxy
 from stream_helpers import WorkerProcess, of_traces, read_documents
 from whereabouts import group_status, stream_app_id
@@ -18,6 +18,8 @@ import tracebus
 from tracebus.cli.common import ExitCode
 from tracebus.config import KafkaSettings
 from tracebus.kafka import EmbeddedBroker
+from tracebus.ops.deadletters import PUBLISH_STAGE, DeadLetter
+from tracebus.ops.redrive import RedriveRequest, redrive_dead_letters
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -70,3 +72,61 @@ def test_a_refused_table_write_stops_the_worker_uncommitted_and_the_next_one_pub
         worker.stop()
     published = sorted((d.trace.name, d.revision) for d in documents)
     assert published == [("before", 1), ("during", 1)]
+
+
+# The traces topic's `max.message.bytes` in the next test, below TRACEBUS_MAX_DOCUMENT_BYTES.
+TOPIC_LIMIT = 40_000
+
+
+def test_documents_over_the_topic_limit_are_dead_lettered_and_those_under_it_all_get_through(
+    proxied: tuple[KafkaProxy, EmbeddedBroker], tmp_path: Path
+) -> None:
+    proxy, broker = proxied
+    settings = fresh_settings(broker.bootstrap_servers)
+    client = tracebus.Client(**settings.model_dump(), linger_ms=5)
+    worker = WorkerProcess(settings, tmp_path)
+    try:
+        with proxy.refuse(
+            lambda topic: topic == settings.traces_topic,
+            MessageSizeTooLargeError.errno,
+            larger_than=TOPIC_LIMIT,
+        ) as refusal:
+            # Parts of ~25 KB each, sent together in one batch the topic refuses.
+            with client.trace("in-parts") as in_parts:
+                for i in range(59):  # with the root, 3 parts of 20
+                    with client.span(f"step-{i}", input="x" * 1200):
+                        pass
+            with client.trace("too-big") as too_big, client.span("huge", input="y" * 60_000):
+                pass
+            assert client.flush(10)
+            letters = eventually_dead_letters(settings, 1)
+            documents = read_documents(settings, of_traces({in_parts.trace_id}))
+        assert refusal.partitions >= 2, "the parts' batch and the big document were refused"
+        after = trace(client, "after")
+        documents += read_documents(settings, of_traces({after}))
+        assert worker.process.poll() is None
+    finally:
+        client.close()
+        worker.stop()
+    published = sorted({(d.trace.name, d.part, d.parts) for d in documents})
+    assert published == [("after", 1, 1), *[("in-parts", part, 3) for part in (1, 2, 3)]]
+    [letter] = letters
+    assert letter.stage == PUBLISH_STAGE and letter.key == too_big.trace_id.encode()
+    assert "refused revision 1" in (letter.header("tracebus-reason") or "")
+    assert b"y" * 60_000 in letter.value
+
+    report = asyncio.run(redrive_dead_letters(settings, RedriveRequest(stage=PUBLISH_STAGE)))
+    assert [r.topic for r in report.redriven] == [settings.traces_topic]
+    redriven = [
+        d
+        for d in read_documents(settings, of_traces({too_big.trace_id}))
+        if d.trace_id == too_big.trace_id
+    ]
+    assert [sorted(o.name for o in d.observations) for d in redriven] == [["huge", "too-big"]]
+
+
+def eventually_dead_letters(settings: KafkaSettings, count: int) -> list[DeadLetter]:
+    records = consume(
+        settings.bootstrap_servers, settings.dead_letter_topic, lambda r: len(r) >= count
+    )
+    return [DeadLetter.from_record(r) for r in records]

@@ -65,8 +65,9 @@ StageFilter = Annotated[
     str | None,
     typer.Option(
         "--stage",
-        help="Only dead letters of this stage: stream, sink:langfuse, sink:langsmith, … "
-        "(sink means every sink).",
+        help="Only dead letters of this stage: stream, stream:publish (trace documents the "
+        "traces topic refused), sink:langfuse, sink:langsmith, … (stream and sink also mean "
+        "every stage under them).",
     ),
 ]
 ProgressGroup = Annotated[

@@ -1,7 +1,8 @@
 """Dead letters as the stream and the sinks write them, and bounded reads of the dead-letter topic.
 
 A dead letter's value is the original record's bytes and its key the original key; headers say
-why (`tracebus-reason`), where it failed (`tracebus-stage`: `stream` or `sink:<name>`), where it
+why (`tracebus-reason`), where it failed (`tracebus-stage`: `stream`, `stream:publish` for a trace
+document the traces topic refused, or `sink:<name>`), where it
 came from (`tracebus-source`: `topic/partition/offset`) and, for sinks, the destination's answer
 (`tracebus-status`, `tracebus-response`)."""
 
@@ -24,6 +25,8 @@ RESPONSE_HEADER = "tracebus-response"
 REDRIVEN_FROM_HEADER = "tracebus-redriven-from"
 
 STREAM_STAGE = "stream"
+# A trace document the traces topic refused (its value is the document).
+PUBLISH_STAGE = "stream:publish"
 SINK_STAGE_PREFIX = "sink:"
 DEFAULT_MAX_SCAN = 10_000
 _FIRST_WINDOW = 100
@@ -82,7 +85,7 @@ class DeadLetter:
 
     @property
     def stage(self) -> str:
-        """`stream`, `sink:<name>`, or "" when the header is missing."""
+        """`stream`, `stream:publish`, `sink:<name>`, or "" when the header is missing."""
         return self.header(STAGE_HEADER) or ""
 
     @property
@@ -112,7 +115,8 @@ class DeadLetter:
 
 
 def stage_matches(stage_filter: str | None, stage: str) -> bool:
-    """No filter matches everything; `sink` matches every `sink:<name>`; else the exact stage."""
+    """No filter matches everything; `sink` matches every `sink:<name>` (`stream` likewise
+    `stream:publish`); else the exact stage."""
     if stage_filter is None:
         return True
     return stage == stage_filter or stage.startswith(stage_filter + ":")

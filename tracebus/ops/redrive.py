@@ -1,6 +1,7 @@
 """Redrive: re-send dead letters to where they came from, once each.
 
-Stream dead letters go back to the events topic, sink dead letters to the traces topic with
+Stream dead letters go back to the events topic, trace documents the traces topic refused
+(`stream:publish`) to the traces topic, sink dead letters to the traces topic with
 `tracebus-only-sink: <name>`: the other sinks skip them (and would deliver them idempotently).
 A redriven record keeps its key, its source partition when the source topic is the target, and
 carries `tracebus-redriven-from: <dead-letter offset>`.
@@ -24,6 +25,7 @@ from aiokafka.errors import KafkaError
 
 from tracebus.config import KafkaSettings
 from tracebus.ops.deadletters import (
+    PUBLISH_STAGE,
     REDRIVEN_FROM_HEADER,
     STREAM_STAGE,
     DeadLetter,
@@ -44,7 +46,7 @@ def progress_group(prefix: str, stage: str) -> str:
 
 
 def redrivable(stage: str) -> bool:
-    return stage == STREAM_STAGE or sink_name(stage) is not None
+    return stage in (STREAM_STAGE, PUBLISH_STAGE) or sink_name(stage) is not None
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ def target_of(
     sink = sink_name(stage)
     if stage == STREAM_STAGE:
         topic, extra = settings.events_topic, []
+    elif stage == PUBLISH_STAGE:
+        topic, extra = settings.traces_topic, []
     elif sink is not None:
         topic, extra = settings.traces_topic, [(ONLY_SINK_HEADER, sink.encode())]
     else:

@@ -43,18 +43,25 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, cast
 
 import faust
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 from aiokafka.structs import RecordMetadata
 from faust.exceptions import NotReady
 from faust.types import TP
 
 from tracebus.observability import Heartbeat
+from tracebus.ops.deadletters import (
+    PUBLISH_STAGE,
+    REASON_HEADER,
+    SOURCE_HEADER,
+    STAGE_HEADER,
+    STREAM_STAGE,
+)
 from tracebus.ops.groups import admin_client, committed_offsets
 from tracebus.ops.topic_reader import TopicReader
 from tracebus.schemas import Completion, SchemaError
@@ -89,11 +96,12 @@ from tracebus.streams.validation import parse_record
 log = logging.getLogger("tracebus.stream")
 CONTROL_HEADER = "tracebus-control"
 CONTROL_KEY = b"tracebus-control"
-REASON_HEADER = "tracebus-reason"
 _NS = 1_000_000_000
 # The most JSON a control record takes per trace (its id, then a reason or a revision).
 _CONTROL_ENTRY_BYTES = 64
 _PUBLISH_RETRY_S = 1.0
+# How a broker refuses a record batch larger than the topic's `max.message.bytes`.
+_REFUSED_FOR_SIZE = (MessageSizeTooLargeError, RecordListTooLargeError)
 # The agent waits while this many traces, or documents of this share of the memory bound, are
 # queued for the publisher: read on, it would hold every trace it closed meanwhile (a worker
 # reading a backlog closes them faster than they go), uncounted by the bound.
@@ -393,7 +401,6 @@ class StreamWorker:
         )
 
     async def _dead_letter(self, message: Record, reason: str, kind: str) -> None:
-        self.metrics.dead_letters.labels(kind).inc()
         log.warning(
             "dead letter from %s[%d]@%d: %s",
             message.topic,
@@ -401,17 +408,28 @@ class StreamWorker:
             message.offset,
             reason[:500],
         )
+        source = f"{message.topic}/{message.partition}/{message.offset}"
+        await self._write_dead_letter(
+            message.key, message.value, reason, kind, STREAM_STAGE, [(SOURCE_HEADER, source)]
+        )
+
+    async def _write_dead_letter(
+        self,
+        key: bytes | None,
+        value: bytes,
+        reason: str,
+        kind: str,
+        stage: str,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.metrics.dead_letters.labels(kind).inc()
         await (
             await self.dead_letter_topic.send(
-                key=message.key,
-                value=message.value,
+                key=key,
+                value=value,
                 headers=[
-                    (REASON_HEADER, reason.encode()),
-                    (
-                        "tracebus-source",
-                        f"{message.topic}/{message.partition}/{message.offset}".encode(),
-                    ),
-                    ("tracebus-stage", b"stream"),
+                    (name, text.encode())
+                    for name, text in [(REASON_HEADER, reason), (STAGE_HEADER, stage), *headers]
                 ],
             )
         )
@@ -655,7 +673,7 @@ class StreamWorker:
             batch = await self._publications.take_all()
             try:
                 with self.metrics.publish_seconds.time():
-                    await self._publish(batch)
+                    unsent = await self._publish(batch)
             except NotReady:
                 # Shutting down: the producer stopped first. These traces are marked
                 # `publishing` in the changelog, so whichever worker takes the partition next
@@ -664,21 +682,37 @@ class StreamWorker:
                 return
             except Exception as error:
                 log.warning("publishing %d traces failed, retrying: %r", len(batch), error)
-                self._publications.put_back(batch)
+                unsent = batch
+            if unsent:
+                self._publications.put_back(unsent)
                 await asyncio.sleep(_PUBLISH_RETRY_S)
 
-    async def _publish(self, batch: list[Publication]) -> None:
+    async def _publish(self, batch: list[Publication]) -> list[Publication]:
+        """Send the documents of `batch` and acknowledge the traces sent; the publications
+        whose documents could not be sent (the producer gave up retrying), to try again."""
         batch = await self._marked(batch)
         # The producer's own send: a topic's send wraps each message in Faust's bookkeeping.
         send, topic = self.app.producer.send, self.settings.traces_topic
         sent = []
         for publication in batch:
             key = publication.trace_id.encode()
-            for document in publication.documents:
-                sent.append(await send(topic, key, document, None, None, None))
-        await asyncio.gather(*sent)
+            sent.append(
+                [await send(topic, key, d, None, None, None) for d in publication.documents]
+            )
+        await asyncio.wait([future for futures in sent for future in futures])
         acknowledged: dict[int, list[tuple[str, int, bool]]] = {}
-        for publication in batch:
+        unsent = []
+        for publication, futures in zip(batch, sent, strict=True):
+            errors = [future.exception() for future in futures]
+            if any(
+                error is not None and not isinstance(error, _REFUSED_FOR_SIZE) for error in errors
+            ):
+                log.warning("trace %s was not sent, retrying: %r", publication.trace_id, errors)
+                unsent.append(publication)
+                continue
+            refused = [d for d, error in zip(publication.documents, errors, strict=True) if error]
+            if refused:
+                await self._send_alone(publication, refused)
             self.metrics.published.labels("final" if publication.final else "part").inc(
                 len(publication.documents)
             )
@@ -687,6 +721,47 @@ class StreamWorker:
             )
         for partition, traces in acknowledged.items():
             await self._send_control(control_topic(self.settings), partition, "published", traces)
+        return unsent
+
+    async def _send_alone(self, publication: Publication, documents: list[bytes]) -> None:
+        """Send documents the traces topic refused for their size, each in a batch of its own:
+        a broker holds a whole record batch to the topic's limit, so documents that fit it
+        alone are refused when they travel together. One refused alone is dead-lettered
+        (`tracebus dlq redrive` sends it again once the limit is raised)."""
+        key = publication.trace_id.encode()
+        for document in documents:
+            # Only this task writes to the traces topic: awaiting each send leaves no batch
+            # open for the next to join.
+            try:
+                await (
+                    await self.app.producer.send(
+                        self.settings.traces_topic, key, document, None, None, None
+                    )
+                )
+            except _REFUSED_FOR_SIZE as error:
+                await self._dead_letter_document(publication, document, error)
+
+    async def _dead_letter_document(
+        self, publication: Publication, document: bytes, error: BaseException
+    ) -> None:
+        reason = (
+            f"the traces topic refused revision {publication.revision} of trace "
+            f"{publication.trace_id}, a document of {len(document)} bytes ({error!r}): its "
+            "max.message.bytes is below TRACEBUS_MAX_DOCUMENT_BYTES"
+        )
+        log.error("dead-lettering a document: %s", reason)
+        key = publication.trace_id.encode()
+        try:
+            await self._write_dead_letter(key, document, reason, "refused", PUBLISH_STAGE)
+        except _REFUSED_FOR_SIZE:
+            # The dead-letter topic has the limit too: the reason at least is kept.
+            await self._write_dead_letter(
+                key,
+                b"",
+                f"{reason}; the dead-letter topic refused it too",
+                "refused",
+                PUBLISH_STAGE,
+            )
 
     async def _marked(self, batch: list[Publication]) -> list[Publication]:
         """The publications whose `publishing` mark is in the changelog, once it is. A trace
@@ -734,7 +809,9 @@ def faust_app(settings: StreamSettings) -> faust.App:
         broker_heartbeat_interval=1,
         # Table writes are one changelog message each: lingering batches them (2.5× faster).
         producer_linger=0.05,
-        producer_max_batch_size=MAX_BATCH_BYTES,
+        # A broker holds a whole record batch to a topic's `max.message.bytes`: a topic that
+        # takes the worker's largest documents then takes its batches too.
+        producer_max_batch_size=min(MAX_BATCH_BYTES, settings.max_document_bytes),
         producer_max_request_size=MAX_REQUEST_BYTES,
         consumer_max_fetch_size=MAX_FETCH_BYTES,
         # At most this many records are handed to the agent per fetch: a control record fetched

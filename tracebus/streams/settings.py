@@ -40,7 +40,8 @@ class StreamSettings(KafkaSettings):
         le=LARGEST_VALUE_BYTES,
         description="Bytes of one published document (JSON); a larger trace is published in "
         "more parts, an observation larger alone is cut. Changelog entries over it are written "
-        "in chunks. Keep it under the broker's message.max.bytes (Kafka's default is 1 MiB).",
+        "in chunks, and no producer batch is larger. Keep it under the topics' max.message.bytes "
+        "(Kafka's default is 1 MiB).",
     )
     max_trace_bytes: int = Field(
         800 * 1024, ge=16 * 1024, description="Bytes of one trace's state before it is split."
