@@ -527,9 +527,9 @@ async def ceiling_loop(bootstrap: str, source: str, sink: str, group: str) -> di
     no compression)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+    from tracebus.kafka.settings import FETCH_MAX_WAIT_MS
     from tracebus.streams.app import MAX_BATCH_BYTES, MAX_FETCH_BYTES
     from tracebus.streams.settings import MAX_REQUEST_BYTES
-    from tracebus.streams.transport import FETCH_MAX_WAIT_MS
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

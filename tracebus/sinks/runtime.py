@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
+from tracebus.kafka.settings import FETCH_MAX_WAIT_MS
 from tracebus.observability import Heartbeat
 from tracebus.schemas import TraceDocument
 from tracebus.sinks.exporter import Exporter, ExportError
@@ -115,6 +116,7 @@ class DeliveryRuntime:
             heartbeat_interval_ms=1_000,
             rebalance_timeout_ms=10_000,
             max_poll_records=s.batch_max_traces * 2,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
         await self._producer.start()

@@ -45,10 +45,10 @@ from faust.transport.consumer import RecordMap
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from tracebus.kafka.settings import FETCH_MAX_WAIT_MS
 from tracebus.ops.topic_reader import offset_bounds
 
 log = logging.getLogger("tracebus.stream")
-FETCH_MAX_WAIT_MS = 100
 
 
 class StreamConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
