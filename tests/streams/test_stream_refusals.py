@@ -11,13 +11,14 @@ import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 from conftest import consume, eventually, fresh_settings
 from kafka_proxy import KafkaProxy
-from stream_helpers import WorkerProcess, of_traces, read_documents
+from stream_helpers import WorkerProcess, metric, of_traces, read_documents
 from whereabouts import group_status, stream_app_id
 
 import tracebus
 from tracebus.cli.common import ExitCode
 from tracebus.config import KafkaSettings
 from tracebus.kafka import EmbeddedBroker
+from tracebus.kafka.broker import free_port
 from tracebus.ops.deadletters import PUBLISH_STAGE, DeadLetter
 from tracebus.ops.redrive import RedriveRequest, redrive_dead_letters
 
@@ -84,7 +85,8 @@ def test_documents_over_the_topic_limit_are_dead_lettered_and_those_under_it_all
     proxy, broker = proxied
     settings = fresh_settings(broker.bootstrap_servers)
     client = tracebus.Client(**settings.model_dump(), linger_ms=5)
-    worker = WorkerProcess(settings, tmp_path)
+    port = free_port()
+    worker = WorkerProcess(settings, tmp_path, TRACEBUS_METRICS_PORT=str(port))
     try:
         with proxy.refuse(
             lambda topic: topic == settings.traces_topic,
@@ -105,6 +107,8 @@ def test_documents_over_the_topic_limit_are_dead_lettered_and_those_under_it_all
         after = trace(client, "after")
         documents += read_documents(settings, of_traces({after}))
         assert worker.process.poll() is None
+        assert metric(port, 'tracebus_stream_dead_letters_total{reason="refused"}') == 1
+        assert metric(port, "tracebus_stream_traces_published_total") == 4  # not the big one
     finally:
         client.close()
         worker.stop()

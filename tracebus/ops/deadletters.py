@@ -2,8 +2,8 @@
 
 A dead letter's value is the original record's bytes and its key the original key; headers say
 why (`tracebus-reason`), where it failed (`tracebus-stage`: `stream`, `stream:publish` for a trace
-document the traces topic refused, or `sink:<name>`), where it
-came from (`tracebus-source`: `topic/partition/offset`) and, for sinks, the destination's answer
+document the traces topic refused, or `sink:<name>`), where it came from (`tracebus-source`:
+`topic/partition/offset`, but for a document) and, for sinks, the destination's answer
 (`tracebus-status`, `tracebus-response`)."""
 
 from __future__ import annotations

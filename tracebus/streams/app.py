@@ -711,10 +711,9 @@ class StreamWorker:
                 unsent.append(publication)
                 continue
             refused = [d for d, error in zip(publication.documents, errors, strict=True) if error]
-            if refused:
-                await self._send_alone(publication, refused)
+            dead_lettered = await self._send_alone(publication, refused) if refused else 0
             self.metrics.published.labels("final" if publication.final else "part").inc(
-                len(publication.documents)
+                len(publication.documents) - dead_lettered
             )
             acknowledged.setdefault(publication.partition, []).append(
                 (publication.trace_id, publication.revision, publication.final)
@@ -723,12 +722,13 @@ class StreamWorker:
             await self._send_control(control_topic(self.settings), partition, "published", traces)
         return unsent
 
-    async def _send_alone(self, publication: Publication, documents: list[bytes]) -> None:
+    async def _send_alone(self, publication: Publication, documents: list[bytes]) -> int:
         """Send documents the traces topic refused for their size, each in a batch of its own:
         a broker holds a whole record batch to the topic's limit, so documents that fit it
         alone are refused when they travel together. One refused alone is dead-lettered
-        (`tracebus dlq redrive` sends it again once the limit is raised)."""
+        (`tracebus dlq redrive` sends it again once the limit is raised); how many were."""
         key = publication.trace_id.encode()
+        dead_lettered = 0
         for document in documents:
             # Only this task writes to the traces topic: awaiting each send leaves no batch
             # open for the next to join.
@@ -740,6 +740,8 @@ class StreamWorker:
                 )
             except _REFUSED_FOR_SIZE as error:
                 await self._dead_letter_document(publication, document, error)
+                dead_lettered += 1
+        return dead_lettered
 
     async def _dead_letter_document(
         self, publication: Publication, document: bytes, error: BaseException
