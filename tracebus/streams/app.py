@@ -699,7 +699,7 @@ class StreamWorker:
             sent.append(
                 [await send(topic, key, d, None, None, None) for d in publication.documents]
             )
-        await asyncio.wait([future for futures in sent for future in futures])
+        await asyncio.gather(*(f for futures in sent for f in futures), return_exceptions=True)
         acknowledged: dict[int, list[tuple[str, int, bool]]] = {}
         unsent = []
         for publication, futures in zip(batch, sent, strict=True):
