@@ -23,6 +23,8 @@ STATUS_HEADER = "tracebus-status"
 RESPONSE_HEADER = "tracebus-response"
 # Set on records re-sent by `tracebus dlq redrive`.
 REDRIVEN_FROM_HEADER = "tracebus-redriven-from"
+# On a sink's dead letter redriven to the traces topic: the one sink that delivers it again.
+ONLY_SINK_HEADER = "tracebus-only-sink"
 
 STREAM_STAGE = "stream"
 # A trace document the traces topic refused (its value is the document).

@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError
 
 from tracebus.config import KafkaSettings
 from tracebus.ops.deadletters import (
+    ONLY_SINK_HEADER,
     PUBLISH_STAGE,
     REDRIVEN_FROM_HEADER,
     STREAM_STAGE,
@@ -35,7 +36,6 @@ from tracebus.ops.deadletters import (
 )
 from tracebus.ops.groups import admin_client, committed_offsets
 from tracebus.ops.topic_reader import OffsetBounds, TopicReader, partition_count
-from tracebus.sinks.runtime import ONLY_SINK_HEADER
 
 DEFAULT_PROGRESS_GROUP = "tracebus-dlq-redrive"
 

@@ -22,6 +22,15 @@ from pydantic import ValidationError
 
 from tracebus.kafka.settings import FETCH_MAX_WAIT_MS
 from tracebus.observability import Heartbeat
+from tracebus.ops.deadletters import (
+    ONLY_SINK_HEADER,
+    REASON_HEADER,
+    RESPONSE_HEADER,
+    SINK_STAGE_PREFIX,
+    SOURCE_HEADER,
+    STAGE_HEADER,
+    STATUS_HEADER,
+)
 from tracebus.schemas import TraceDocument
 from tracebus.sinks.exporter import Exporter, ExportError
 from tracebus.sinks.metrics import SinkMetrics
@@ -50,9 +59,6 @@ class ReplayRange:
     @property
     def total(self) -> int:
         return sum(max(self.end[p] - self.start.get(p, 0), 0) for p in self.end)
-
-
-ONLY_SINK_HEADER = "tracebus-only-sink"
 
 
 @dataclass
@@ -387,13 +393,13 @@ class DeliveryRuntime:
             "dead-lettering %d record(s) for %s: %s", len(records), self.exporter.name, reason[:300]
         )
         headers = [
-            ("tracebus-reason", reason.encode()),
-            ("tracebus-stage", f"sink:{self.exporter.name}".encode()),
+            (REASON_HEADER, reason.encode()),
+            (STAGE_HEADER, f"{SINK_STAGE_PREFIX}{self.exporter.name}".encode()),
         ]
         if error is not None and error.status is not None:
-            headers.append(("tracebus-status", str(error.status).encode()))
+            headers.append((STATUS_HEADER, str(error.status).encode()))
         if error is not None and error.response:
-            headers.append(("tracebus-response", error.response[:4000].encode()))
+            headers.append((RESPONSE_HEADER, error.response[:4000].encode()))
         sends = [
             await self._producer.send(
                 self.settings.dead_letter_topic,
@@ -402,7 +408,7 @@ class DeliveryRuntime:
                 headers=[
                     *headers,
                     (
-                        "tracebus-source",
+                        SOURCE_HEADER,
                         f"{partition.topic}/{partition.partition}/{offset}".encode(),
                     ),
                 ],
