@@ -1,17 +1,20 @@
 """Writes the broker refuses for good (a topic's message limit, an ACL): the worker never
-commits over a table write that was refused, and a document refused stops nothing else."""
+commits over a table write or a dead letter that was refused, and a document refused stops
+nothing else."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 from conftest import consume, eventually, fresh_settings
 from kafka_proxy import KafkaProxy
-from stream_helpers import WorkerProcess, metric, of_traces, read_documents
+from stream_helpers import WorkerProcess, metric, of_traces, read_documents, send_raw
 from whereabouts import group_status, stream_app_id
 
 import tracebus
@@ -51,21 +54,8 @@ def test_a_refused_table_write_stops_the_worker_uncommitted_and_the_next_one_pub
     try:
         before = trace(client, "before")
         read_documents(settings, of_traces({before}))
-        # Its record, and the control record that closed it, are committed.
-        eventually(lambda: len(set(committed(settings))) == 1, 20, "the events committed")
-        before_offsets, _ = committed(settings)
-
-        with proxy.refuse(lambda topic: topic == changelog, MessageSizeTooLargeError.errno):
+        with stopped_by_refusal(proxy, settings, worker, changelog):
             during = trace(client, "during")
-            try:
-                code = worker.process.wait(60)
-            except subprocess.TimeoutExpired:
-                raise AssertionError("the worker went on after a refused write") from None
-        assert code == ExitCode.WORKER_FAILED
-        assert "the changelog refused a table write" in worker.log_path.read_text()
-        offsets, end = committed(settings)
-        assert offsets == before_offsets < end, "the refused write's record was committed"
-
         worker = WorkerProcess(settings, tmp_path)
         documents = read_documents(settings, of_traces({before, during}))
     finally:
@@ -73,6 +63,44 @@ def test_a_refused_table_write_stops_the_worker_uncommitted_and_the_next_one_pub
         worker.stop()
     published = sorted((d.trace.name, d.revision) for d in documents)
     assert published == [("before", 1), ("during", 1)]
+
+
+def test_a_refused_dead_letter_stops_the_worker_uncommitted_and_the_next_one_writes_it(
+    proxied: tuple[KafkaProxy, EmbeddedBroker], tmp_path: Path
+) -> None:
+    proxy, broker = proxied
+    settings = fresh_settings(broker.bootstrap_servers)
+    worker = WorkerProcess(settings, tmp_path)
+    try:
+        with stopped_by_refusal(proxy, settings, worker, settings.dead_letter_topic):
+            send_raw(settings, [(b"bad", b"{not json")])
+        worker = WorkerProcess(settings, tmp_path)
+        [letter] = read_dead_letters(settings, at_least=1)
+    finally:
+        worker.stop()
+    assert letter.value == b"{not json"
+    assert "malformed JSON" in (letter.header("tracebus-reason") or "")
+
+
+@contextlib.contextmanager
+def stopped_by_refusal(
+    proxy: KafkaProxy, settings: KafkaSettings, worker: WorkerProcess, topic: str
+) -> Iterator[None]:
+    """`topic` refuses writes while the block gives the worker something to write there, and
+    until the worker stops: with exit code 4, having committed nothing since the block began."""
+    # Everything so far (records, and the control records that closed their traces) committed.
+    eventually(lambda: len(set(committed(settings))) == 1, 20, "the events committed")
+    before, _ = committed(settings)
+    with proxy.refuse(lambda refused: refused == topic, MessageSizeTooLargeError.errno):
+        yield
+        try:
+            code = worker.process.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the worker went on after a refused write") from None
+    assert code == ExitCode.WORKER_FAILED
+    assert "must not commit past was refused" in worker.log_path.read_text()
+    offsets, end = committed(settings)
+    assert offsets == before < end, "the record behind the refused write was committed"
 
 
 # The traces topic's `max.message.bytes` in the next test, below TRACEBUS_MAX_DOCUMENT_BYTES.
@@ -130,7 +158,12 @@ def test_documents_over_the_topic_limit_are_dead_lettered_and_those_under_it_all
 
 
 def read_dead_letters(settings: KafkaSettings, at_least: int) -> list[DeadLetter]:
+    """At least `at_least` dead letters, read from the start (waiting up to a worker's takeover:
+    start-up, group join, recovery)."""
     records = consume(
-        settings.bootstrap_servers, settings.dead_letter_topic, lambda r: len(r) >= at_least
+        settings.bootstrap_servers,
+        settings.dead_letter_topic,
+        lambda r: len(r) >= at_least,
+        timeout=60,
     )
     return [DeadLetter.from_record(r) for r in records]

@@ -409,9 +409,15 @@ class StreamWorker:
             reason[:500],
         )
         source = f"{message.topic}/{message.partition}/{message.offset}"
-        await self._write_dead_letter(
-            message.key, message.value, reason, kind, STREAM_STAGE, [(SOURCE_HEADER, source)]
-        )
+        try:
+            await self._write_dead_letter(
+                message.key, message.value, reason, kind, STREAM_STAGE, [(SOURCE_HEADER, source)]
+            )
+        except KafkaError as error:
+            # Neither applied nor dead-lettered: it must be read again, so nothing after it may
+            # be committed (`transport.py`).
+            log.error("the dead letter of %s was refused: %r", source, error)
+            cast(StreamTransport, self.app.transport).refused_write(error)
 
     async def _write_dead_letter(
         self,

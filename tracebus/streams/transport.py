@@ -21,11 +21,12 @@ fetched before it (up to 8 MiB per partition): ~7 s on a worker catching up on a
 trace it had published or given up held in memory meanwhile.
 
 And a guard on commits: Faust commits offsets after flushing its producer, whether or not the
-table writes it flushed were accepted. A write the broker refused for good (an authorisation
+writes it flushed were accepted. A table write the broker refused for good (an authorisation
 error, a topic whose message limit is below the worker's) would leave a trace in memory only,
-its records committed: lost with the next restart. The worker reports such a refusal
-(`StreamTransport.refused_write`), and the consumer then crashes the worker instead of
-committing, so that whichever worker takes over reads those records again.
+its records committed: lost with the next restart; a refused dead letter would lose its record
+at once. The worker reports such a refusal (`StreamTransport.refused_write`), and the consumer
+then crashes the worker instead of committing, so that whichever worker takes over reads those
+records again.
 
 And one setting Faust fixes: its consumer waits up to 1.5 s for a fetch to fill. Apache Kafka
 answers as soon as records arrive; tansu answers only when the wait ends, so every control
@@ -85,8 +86,8 @@ class StreamConsumer(faust_aiokafka.Consumer):
         refusal = cast(StreamTransport, self.transport).refusal
         if refusal is not None:
             log.critical(
-                "the changelog refused a table write (%r): stopping without committing, so that "
-                "the records behind it are read again",
+                "a write the worker must not commit past was refused (%r): stopping without "
+                "committing, so that the records behind it are read again",
                 refusal,
             )
             await self.crash(refusal)
@@ -132,7 +133,8 @@ class StreamConsumer(faust_aiokafka.Consumer):
 class StreamTransport(faust_aiokafka.Transport):
     Consumer = StreamConsumer
     first_topics: frozenset[str] = frozenset()
-    # The first table write the broker refused, if any: nothing is committed after it.
+    # The first table write or dead letter the broker refused, if any: nothing is committed
+    # after it.
     refusal: BaseException | None = None
 
     def refused_write(self, error: BaseException) -> None:
