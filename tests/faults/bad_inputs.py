@@ -6,13 +6,12 @@ each with the fate the pipeline owes it."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer
 from hypothesis import strategies as st
+from streams.stream_helpers import send_raw
 
 from tracebus.config import KafkaSettings
 
@@ -182,18 +181,4 @@ inputs = st.lists(
 
 def send(settings: KafkaSettings, batch: list[Input]) -> None:
     """Every record of `batch`, in order, keyed by its trace id, as the SDK's sender would."""
-
-    async def produce() -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers, max_request_size=1024 * 1024
-        )
-        await producer.start()
-        try:
-            for item in batch:
-                for data in item.records:
-                    await producer.send(settings.events_topic, data, key=item.trace_id.encode())
-            await producer.flush()
-        finally:
-            await producer.stop()
-
-    asyncio.run(produce())
+    send_raw(settings, [(item.trace_id.encode(), data) for item in batch for data in item.records])
