@@ -41,9 +41,6 @@ class PublicationQueue:
         self._not_empty = asyncio.Event()
         self._has_room = asyncio.Event()
 
-    def __len__(self) -> int:
-        return len(self._items)
-
     @property
     def bytes(self) -> int:
         return self._bytes
