@@ -428,7 +428,6 @@ class StreamWorker:
         stage: str,
         headers: Sequence[tuple[str, str]] = (),
     ) -> None:
-        self.metrics.dead_letters.labels(kind).inc()
         await (
             await self.dead_letter_topic.send(
                 key=key,
@@ -439,6 +438,7 @@ class StreamWorker:
                 ],
             )
         )
+        self.metrics.dead_letters.labels(kind).inc()
 
     # -- state ----------------------------------------------------------------------------------
 
