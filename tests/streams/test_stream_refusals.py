@@ -87,7 +87,8 @@ def stopped_by_refusal(
     proxy: KafkaProxy, settings: KafkaSettings, worker: WorkerProcess, topic: str
 ) -> Iterator[None]:
     """`topic` refuses writes while the block gives the worker something to write there, and
-    until the worker stops: with exit code 4, having committed nothing since the block began."""
+    until the worker stops: with exit code 4, having committed nothing since the block began,
+    and out of its group (the next worker need not wait for its session to time out)."""
     # Everything so far (records, and the control records that closed their traces) committed.
     eventually(lambda: len(set(committed(settings))) == 1, 20, "the events committed")
     before, _ = committed(settings)
@@ -101,6 +102,7 @@ def stopped_by_refusal(
     assert "must not commit past was refused" in worker.log_path.read_text()
     offsets, end = committed(settings)
     assert offsets == before < end, "the record behind the refused write was committed"
+    assert asyncio.run(group_status(settings, stream_app_id(settings))).members == 0
 
 
 # The traces topic's `max.message.bytes` in the next test, below TRACEBUS_MAX_DOCUMENT_BYTES.

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
+from tracebus.kafka.groups import leave_on_stop
 from tracebus.kafka.settings import FETCH_MAX_WAIT_MS
 from tracebus.observability import Heartbeat
 from tracebus.ops.deadletters import (
@@ -129,6 +130,7 @@ class DeliveryRuntime:
         if self.replay is None:
             self._consumer.subscribe([s.traces_topic], listener=_Rebalance(self))
             await self._consumer.start()
+            leave_on_stop(self._consumer)
         else:
             await self._consumer.start()
             self._consumer.assign(list(self.replay.end))

@@ -840,11 +840,12 @@ def faust_app(settings: StreamSettings) -> faust.App:
 
 
 def run_worker(app: faust.App, loglevel: str = "info") -> int:
-    """Run until SIGTERM/SIGINT or a crash; the exit code `faust worker` would end with."""
+    """Run until SIGTERM/SIGINT, a crash or a refused write (`transport.py`); the exit code
+    `faust worker` would end with, and 1 for a refused write."""
     faust_worker = faust.Worker(app, loglevel=loglevel.lower(), quiet=True)
     # Faust's spinner sets the root logger to DEBUG, which costs ~9% CPU in log records.
     faust_worker.spinner = None
     try:
         faust_worker.execute_from_commandline()
     except SystemExit as exit_:  # how it always ends
-        return int(exit_.code or 0)
+        return int(exit_.code or 0) or int(cast(StreamTransport, app.transport).refusal is not None)

@@ -25,7 +25,7 @@ writes it flushed were accepted. A table write the broker refused for good (an a
 error, a topic whose message limit is below the worker's) would leave a trace in memory only,
 its records committed: lost with the next restart; a refused dead letter would lose its record
 at once. The worker reports such a refusal (`StreamTransport.refused_write`), and the consumer
-then crashes the worker instead of committing, so that whichever worker takes over reads those
+then stops the worker instead of committing, so that whichever worker takes over reads those
 records again.
 
 And one setting Faust fixes: its consumer waits up to 1.5 s for a fetch to fill. Apache Kafka
@@ -46,6 +46,7 @@ from faust.transport.consumer import RecordMap
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from tracebus.kafka.groups import leave_on_stop
 from tracebus.kafka.settings import FETCH_MAX_WAIT_MS
 from tracebus.ops.topic_reader import offset_bounds
 
@@ -58,6 +59,11 @@ class StreamConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # Read when the consumer starts (its fetcher is built then), and only as an attribute.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
+
+    async def on_thread_stop(self) -> None:
+        if self._consumer is not None:
+            leave_on_stop(self._consumer)
+        await super().on_thread_stop()
 
     async def _fetch_records(
         self,
@@ -76,6 +82,8 @@ class StreamConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class StreamConsumer(faust_aiokafka.Consumer):
+    _stop_on_refusal: asyncio.Future[None] | None = None
+
     def _new_consumer_thread(self) -> StreamConsumerThread:
         return StreamConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -83,16 +91,21 @@ class StreamConsumer(faust_aiokafka.Consumer):
         # Faust flushed the producer just before: every write has its answer, and one turn of
         # the loop runs the callbacks that report a refusal.
         await asyncio.sleep(0)
-        refusal = cast(StreamTransport, self.transport).refusal
-        if refusal is not None:
+        transport = cast(StreamTransport, self.transport)
+        if transport.refusal is None:
+            return await super()._commit(offsets)
+        if self._stop_on_refusal is None:
             log.critical(
                 "a write the worker must not commit past was refused (%r): stopping without "
                 "committing, so that the records behind it are read again",
-                refusal,
+                transport.refusal,
             )
-            await self.crash(refusal)
-            return False
-        return await super()._commit(offsets)
+            # A stop, not a crash: a crash ends the consumer's thread without leaving the group,
+            # and the partitions would wait for the session timeout before another worker got
+            # them. The stop's own commits come here too.
+            worker = self.beacon.root.data if self.beacon.root is not None else self.app
+            self._stop_on_refusal = asyncio.ensure_future(worker.stop())
+        return False
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         if not partitions:
