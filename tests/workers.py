@@ -9,6 +9,10 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
+# The embedded broker answers a group join after half the session timeout (5 s at the workers'
+# default of 10 s), and hands a killed worker's partitions on after all of it.
+GROUP_ENV = {"TRACEBUS_SESSION_TIMEOUT_S": "4"}
+
 
 class CliWorker:
     """`python -m tracebus.cli --log-level LEVEL ARGS` in a subprocess, its output in a log file,
@@ -28,7 +32,7 @@ class CliWorker:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tracebus.cli", "--log-level", log_level, *args],
-                env={**os.environ, **environment},
+                env={**os.environ, **GROUP_ENV, **environment},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -37,3 +37,16 @@ class KafkaSettings(BaseSettings):
             self.traces_topic: self.partitions,
             self.dead_letter_topic: 1,
         }
+
+
+class GroupSettings(KafkaSettings):
+    """A worker that shares partitions with others through a consumer group."""
+
+    session_timeout_s: float = Field(
+        10.0,
+        ge=3,
+        le=300,
+        description="A worker not heard from this long leaves its group, and the others take "
+        "its partitions: how long the partitions of a killed worker wait. Apache Kafka refuses "
+        "less than its group.min.session.timeout.ms (6 s by default).",
+    )

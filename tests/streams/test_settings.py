@@ -21,3 +21,10 @@ def test_no_batch_the_worker_writes_is_larger_than_a_document() -> None:
     record batch as a whole to the limit)."""
     app = faust_app(StreamSettings(max_document_bytes=100_000))
     assert app.conf.producer_max_batch_size == 100_000
+
+
+def test_the_group_session_timeout_is_the_workers_setting_and_no_shorter_than_3_s() -> None:
+    """Its heartbeats go every second: a shorter session would drop a worker between two."""
+    assert faust_app(StreamSettings(session_timeout_s=4)).conf.broker_session_timeout == 4
+    with pytest.raises(ValidationError, match="session_timeout_s"):
+        StreamSettings(session_timeout_s=2)

@@ -119,7 +119,7 @@ class DeliveryRuntime:
             client_id=f"tracebus-sink-{self.exporter.name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            session_timeout_ms=10_000,
+            session_timeout_ms=int(s.session_timeout_s * 1000),
             heartbeat_interval_ms=1_000,
             rebalance_timeout_ms=10_000,
             max_poll_records=s.batch_max_traces * 2,

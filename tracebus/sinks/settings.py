@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from tracebus.config import KafkaSettings
+from tracebus.config import GroupSettings
 
 
-class SinkSettings(KafkaSettings):
+class SinkSettings(GroupSettings):
     group_id: str | None = Field(
         None, description="Consumer group; default tracebus-sink-<destination>."
     )

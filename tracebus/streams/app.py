@@ -811,8 +811,9 @@ def faust_app(settings: StreamSettings) -> faust.App:
         topic_replication_factor=settings.replication_factor,
         table_standby_replicas=0,
         consumer_auto_offset_reset="earliest",
-        # The embedded broker needs short group timeouts, or joins take a minute.
-        broker_session_timeout=10,
+        # The embedded broker answers a join after half the session timeout: with Faust's
+        # default (60 s), joins took half a minute.
+        broker_session_timeout=settings.session_timeout_s,
         broker_rebalance_timeout=10,
         broker_heartbeat_interval=1,
         # Table writes are one changelog message each: lingering batches them (2.5× faster).

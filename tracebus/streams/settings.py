@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from tracebus.config import KafkaSettings
+from tracebus.config import GroupSettings
 from tracebus.schemas import DEFAULT_MAX_RECORD_BYTES
 
 # The stream's producer requests (`app.py`): every message it writes must fit in one.
@@ -16,7 +16,7 @@ MAX_REQUEST_BYTES = 8 * 1024 * 1024
 LARGEST_VALUE_BYTES = MAX_REQUEST_BYTES - 64 * 1024
 
 
-class StreamSettings(KafkaSettings):
+class StreamSettings(GroupSettings):
     app_id: str = Field("tracebus-stream", description="Consumer group and table namespace.")
     store: Literal["memory", "rocksdb"] = Field(
         "memory", description="Local table store; the changelog topic is the durable copy."
