@@ -75,6 +75,7 @@ class StandInServer:
         self._lock = threading.Lock()
         self._faults: deque[Fault] = deque()
         self._release_hung = threading.Event()
+        self._held = 0
         self._requests: list[ReceivedRequest] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -151,6 +152,13 @@ class StandInServer:
     # -- what was received ------------------------------------------------------------------
 
     @property
+    def held(self) -> int:
+        """Requests being held unanswered now (a hang fault); they are in `requests` only once
+        the hang ends."""
+        with self._lock:
+            return self._held
+
+    @property
     def requests(self) -> list[ReceivedRequest]:
         """The requests received to logged paths, in arrival order, credentials removed."""
         with self._lock:
@@ -205,7 +213,13 @@ class StandInServer:
         return self._error(fault.status, "injected fault", retry)
 
     def _hang(self) -> None:
-        self._release_hung.wait(self._hang_limit)
+        with self._lock:
+            self._held += 1
+        try:
+            self._release_hung.wait(self._hang_limit)
+        finally:
+            with self._lock:
+                self._held -= 1
 
 
 def _dispatch(methods: tuple[str, ...]) -> dict[str, Any]:
