@@ -29,8 +29,9 @@ def test_a_consumer_stopped_in_its_groups_first_generation_leaves_the_group(
         )
         await consumer.start()
         try:
-            while not consumer.assignment():
-                await asyncio.sleep(0.05)
+            async with asyncio.timeout(30):
+                while not consumer.assignment():
+                    await asyncio.sleep(0.05)
             leave_on_stop(consumer)
             # The embedded broker numbers a group's first generation 0, where aiokafka would
             # not leave the group.
