@@ -46,7 +46,8 @@ class GroupSettings(KafkaSettings):
         10.0,
         ge=3,
         le=300,
-        description="A worker not heard from this long leaves its group, and the others take "
-        "its partitions: how long the partitions of a killed worker wait. Apache Kafka refuses "
-        "less than its group.min.session.timeout.ms (6 s by default).",
+        description="A worker not heard from this long is dropped from its group and the "
+        "others take its partitions: how long those of a killed worker wait (one that stops "
+        "leaves at once). Heartbeats go every second. Apache Kafka refuses less than its "
+        "group.min.session.timeout.ms (6 s by default).",
     )

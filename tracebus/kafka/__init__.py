@@ -1,4 +1,5 @@
-"""Kafka plumbing: the embedded broker for local runs and tests, and topic administration."""
+"""Kafka plumbing: the embedded broker for local runs and tests, topic administration, and
+leaving consumer groups (`groups`)."""
 
 from tracebus.kafka.broker import BrokerError, EmbeddedBroker
 from tracebus.kafka.topics import (
