@@ -19,7 +19,8 @@ log = logging.getLogger("tracebus.kafka")
 
 def leave_on_stop(consumer: AIOKafkaConsumer) -> None:
     """Make the consumer leave its group when it stops, in any generation it joined. Call it
-    once the consumer has started, before it stops."""
+    once the consumer has started, before it stops. For dynamic members only (tracebus sets no
+    group instance id): a static member must not leave on stop."""
     coordinator = consumer._coordinator
     if coordinator is None:  # not in a group
         return
