@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import traceback
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from importlib import metadata
@@ -196,6 +197,23 @@ class Profiler:
                 self.child.process.wait(30)
             except subprocess.TimeoutExpired:
                 self.child.process.kill()
+
+
+# -- a stream worker's metrics ---------------------------------------------------------------
+
+RECORDS_METRIC = "tracebus_stream_records_total"  # event records consumed (not control ones)
+
+
+def stream_metrics(port: int) -> dict[str, float]:
+    """A stream worker's Prometheus gauges and counters, by name (no labels)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = {}
+    for line in text.splitlines():
+        match = re.match(r"^(tracebus_stream_\w+) ([0-9.e+-]+)$", line)
+        if match:
+            found[match.group(1)] = float(match.group(2))
+    return found
 
 
 # -- /proc -----------------------------------------------------------------------------------

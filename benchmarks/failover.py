@@ -19,7 +19,6 @@ import statistics
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,6 +26,7 @@ from typing import Any, NamedTuple
 from aiokafka import AIOKafkaConsumer
 from common import (
     MS_PER_S,
+    RECORDS_METRIC,
     Child,
     add_run_arguments,
     benchmark_parser,
@@ -37,6 +37,7 @@ from common import (
     new_table,
     print_report,
     progress,
+    stream_metrics,
     wait_until,
     write_json,
 )
@@ -47,7 +48,6 @@ from tracebus.kafka import create_topics
 from tracebus.kafka.broker import free_port
 
 PARTITIONS = 8
-RECORDS_METRIC = "tracebus_stream_records_total"
 WORKER_COMMAND = [sys.executable, "-m", "tracebus.cli", "--log-level", "warning", "stream"]
 WORKER_ENV = {"TRACEBUS_GRACE_S": "0.5", "TRACEBUS_TICK_S": "0.1", "TRACEBUS_STORE": "memory"}
 PACKAGES = ("tracebus", "faust-streaming", "aiokafka")
@@ -99,16 +99,11 @@ class Documents:
 
 
 def records_handled(port: int) -> float:
-    """The worker's count of event records handled, from its metrics endpoint (0 until it
-    serves them)."""
+    """The worker's count of event records handled (0 until it serves its metrics)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
-            text = answer.read().decode()
+        return stream_metrics(port).get(RECORDS_METRIC, 0.0)
     except OSError:
         return 0.0
-    return sum(
-        float(line.split()[-1]) for line in text.splitlines() if line.startswith(RECORDS_METRIC)
-    )
 
 
 def send_for(client: tracebus.Client, seconds: float, rate: float, sent: dict[str, float]) -> None:
@@ -192,8 +187,8 @@ def figures(
         "p50_before_ms": usual,
         "worst_after_ms": worst,
         "gap_ms": worst - usual,
-        # Documents after a trace's first: higher revisions of traces a killed worker had marked
-        # `publishing` (it cannot know whether they went out).
+        # Documents after a trace's first: higher revisions of traces the departed worker had
+        # marked `publishing` (the other cannot know whether they went out).
         "republished": sum(len(times) - 1 for times in published.values()),
     }
 

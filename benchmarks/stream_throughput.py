@@ -27,12 +27,10 @@ import contextlib
 import functools
 import itertools
 import os
-import re
 import signal
 import statistics
 import sys
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -46,6 +44,7 @@ from common import (
     NS_PER_MS,
     PASSAGES,
     QUESTIONS,
+    RECORDS_METRIC,
     Child,
     PlannedNode,
     Profiler,
@@ -75,6 +74,7 @@ from common import (
     read_to_end,
     rss_bytes,
     run_child,
+    stream_metrics,
     topic_partitions,
     wait_until,
     write_json,
@@ -89,7 +89,6 @@ MIN_OBSERVATIONS, MAX_OBSERVATIONS = 5, 50
 SPLIT_SPREAD = 40  # a split trace's records are this many records of other traces apart
 WARMUP_TRACES = 100  # complete traces the memory worker handles before its baseline
 STARTED_CPU_S = 1.0  # CPU seconds a worker has used once its interpreter is up (imports)
-RECORDS_METRIC = "tracebus_stream_records_total"  # event records consumed (not control ones)
 TARGET_RATIO, TARGET_SPANS_PER_S = 0.5, 50_000
 # The at-bound run's TRACEBUS_MAX_OPEN_BYTES, as a share of the input's bytes (see above).
 BOUND_SHARE = 0.25
@@ -804,24 +803,12 @@ def run_grouping(
     return row
 
 
-def scrape(port: int) -> dict[str, float]:
-    """The worker's Prometheus gauges and counters, by name (no labels)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    found = {}
-    for line in text.splitlines():
-        match = re.match(r"^(tracebus_stream_\w+) ([0-9.e+-]+)$", line)
-        if match:
-            found[match.group(1)] = float(match.group(2))
-    return found
-
-
 def wait_for_metric(port: int, name: str, at_least: float, child: Child, timeout: float) -> float:
     deadline = time.monotonic() + timeout
     value = -1.0
     while time.monotonic() < deadline and child.process.poll() is None:
         with contextlib.suppress(OSError):
-            value = scrape(port).get(name, -1.0)
+            value = stream_metrics(port).get(name, -1.0)
             if value >= at_least:
                 return value
         time.sleep(0.2)
@@ -881,7 +868,7 @@ def measure_memory(bootstrap: str, topics: Topics, config: Config, work: Path) -
             send_input(bootstrap, topics.events, part)
             wait_for_metric(port, RECORDS_METRIC, consumed + held_so_far, worker, config.timeout_s)
             samples.append((held_so_far, settled_rss(pid)))
-        metrics = scrape(port)
+        metrics = stream_metrics(port)
     finally:
         worker.stop()
     before, after = samples[0][1], samples[-1][1]
