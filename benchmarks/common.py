@@ -28,7 +28,8 @@ from pathlib import Path
 from random import Random
 from typing import Any, NamedTuple, NoReturn
 
-from tracebus.kafka import EmbeddedBroker
+from tracebus.config import KafkaSettings
+from tracebus.kafka import EmbeddedBroker, create_topics
 from tracebus.kafka.broker import free_port
 
 RESULT_PREFIX = "BENCHMARK-RESULT "  # a child's result: this prefix and one line of JSON
@@ -245,6 +246,20 @@ def embedded_broker(topics: dict[str, int], prefix: str) -> Iterator[tuple[str, 
         broker = EmbeddedBroker(port=free_port(), topics=topics, log_path=work / "tansu.log")
         with broker:
             yield broker.bootstrap_servers, work
+
+
+def created_topics(bootstrap: str, prefix: str, partitions: int) -> KafkaSettings:
+    """Settings naming the topics `<prefix>.events`, `.traces` and `.deadletter`, created before
+    anyone uses them (the broker would auto-create them with its default partitions)."""
+    settings = KafkaSettings(
+        bootstrap_servers=bootstrap,
+        events_topic=f"{prefix}.events",
+        traces_topic=f"{prefix}.traces",
+        dead_letter_topic=f"{prefix}.deadletter",
+        partitions=partitions,
+    )
+    asyncio.run(create_topics(bootstrap, settings.topic_partitions()))
+    return settings
 
 
 async def produce(

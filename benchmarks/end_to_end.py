@@ -20,7 +20,6 @@ default; the peak resident memory of every process is sampled every 0.25 s.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -39,6 +38,7 @@ from common import (
     add_run_arguments,
     benchmark_parser,
     children_killed,
+    created_topics,
     embedded_broker,
     environment,
     find_result,
@@ -56,8 +56,6 @@ from common import (
 from sink_throughput import PUBLIC_KEY, SECRET_KEY, FastStandIn
 
 import tracebus
-from tracebus.config import KafkaSettings
-from tracebus.kafka import create_topics
 
 PARTITIONS = 8
 KIND_WEIGHTS = {"generation": 35, "tool": 20, "retriever": 15, "span": 15, "chain": 15}
@@ -185,16 +183,7 @@ class Pipeline:
     ) -> None:
         self.bootstrap = bootstrap
         name = uuid.uuid4().hex[:8]
-        self.topic = f"bench.e2e.{name}.events"
-        topics = KafkaSettings(
-            bootstrap_servers=bootstrap,
-            events_topic=self.topic,
-            traces_topic=f"bench.e2e.{name}.traces",
-            dead_letter_topic=f"bench.e2e.{name}.deadletter",
-            partitions=PARTITIONS,
-        )
-        # Created before anyone uses them: the broker would auto-create them with its default.
-        asyncio.run(create_topics(bootstrap, topics.topic_partitions()))
+        topics = created_topics(bootstrap, f"bench.e2e.{name}", PARTITIONS)
         env = {
             **os.environ,
             "TRACEBUS_BOOTSTRAP_SERVERS": bootstrap,
@@ -209,6 +198,7 @@ class Pipeline:
             "TRACEBUS_LANGFUSE_PUBLIC_KEY": PUBLIC_KEY,
             "TRACEBUS_LANGFUSE_SECRET_KEY": SECRET_KEY,
         }
+        self.topic = topics.events_topic
         self.workers = {
             **{
                 f"stream {n + 1}": Child([*CLI, "stream"], work / f"stream-{name}-{n}.log", env)

@@ -31,6 +31,7 @@ from common import (
     add_run_arguments,
     benchmark_parser,
     children_killed,
+    created_topics,
     embedded_broker,
     environment,
     fmt,
@@ -43,8 +44,6 @@ from common import (
 )
 
 import tracebus
-from tracebus.config import KafkaSettings
-from tracebus.kafka import create_topics
 from tracebus.kafka.broker import free_port
 
 PARTITIONS = 8
@@ -119,14 +118,7 @@ def send_for(client: tracebus.Client, seconds: float, rate: float, sent: dict[st
 
 def run_scenario(bootstrap: str, work: Path, scenario: Scenario, config: Config) -> dict[str, Any]:
     suffix = uuid.uuid4().hex[:8]
-    settings = KafkaSettings(
-        bootstrap_servers=bootstrap,
-        events_topic=f"events-{suffix}",
-        traces_topic=f"traces-{suffix}",
-        dead_letter_topic=f"dead-{suffix}",
-        partitions=PARTITIONS,
-    )
-    asyncio.run(create_topics(bootstrap, settings.topic_partitions()))
+    settings = created_topics(bootstrap, f"bench.failover.{suffix}", PARTITIONS)
     ports = [free_port(), free_port()]
     env = {
         **os.environ,
