@@ -186,11 +186,7 @@ class Pipeline:
         topics = created_topics(bootstrap, f"bench.e2e.{name}", PARTITIONS)
         env = {
             **os.environ,
-            "TRACEBUS_BOOTSTRAP_SERVERS": bootstrap,
-            "TRACEBUS_EVENTS_TOPIC": topics.events_topic,
-            "TRACEBUS_TRACES_TOPIC": topics.traces_topic,
-            "TRACEBUS_DEAD_LETTER_TOPIC": topics.dead_letter_topic,
-            "TRACEBUS_PARTITIONS": str(PARTITIONS),
+            **topics.worker_env(),
             "TRACEBUS_APP_ID": f"bench-e2e-{name}",
             "TRACEBUS_GROUP_ID": f"bench-e2e-sink-{name}",
             "TRACEBUS_DATA_DIR": str(work / f"data-{name}"),
