@@ -51,3 +51,10 @@ class GroupSettings(KafkaSettings):
         "leaves at once). Heartbeats go every second. Apache Kafka refuses less than its "
         "group.min.session.timeout.ms (6 s by default).",
     )
+    drain_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long a worker that stops, or whose partitions move, goes on "
+        "delivering what it has taken on (a sink's batches, the stream's trace documents); "
+        "what is left goes again from the worker that takes the partitions.",
+    )

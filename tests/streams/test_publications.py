@@ -75,3 +75,23 @@ def test_a_batch_that_failed_goes_back_ahead_of_later_publications() -> None:
         assert [p.trace_id for p in await queue.take_all()] == ["a", "b"]
 
     run(scenario())
+
+
+def test_the_queue_settles_once_the_publisher_is_done_with_everything_queued() -> None:
+    async def scenario() -> None:
+        queue = PublicationQueue(max_count=10, max_bytes=1_000)
+        await queue.settled()  # nothing queued
+        queue.put(publication("a", 1))
+        settled = asyncio.ensure_future(queue.settled())
+        batch = await queue.take_all()
+        assert queue.unsettled == 1, "taken, not yet sent"
+        assert await pending(settled)
+        queue.put_back(batch)
+        queue.done()
+        assert await pending(settled), "what failed is queued again"
+        await queue.take_all()
+        queue.done()
+        await settled
+        assert queue.unsettled == 0
+
+    run(scenario())

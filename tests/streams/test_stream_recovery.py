@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
 from aiokafka import ConsumerRecord
+from aiokafka.errors import TopicAuthorizationFailedError
 from conftest import eventually, fresh_settings
+from kafka_proxy import KafkaProxy
 from stream_helpers import WorkerProcess, metric, of_traces, read_documents, send_raw
 from whereabouts import group_status, stream_app_id, whereabouts, whole_topic
 
@@ -270,3 +273,56 @@ async def forgotten(settings: KafkaSettings, changelog: str) -> set[bytes]:
         for r in await whole_topic(settings, changelog)
         if r.value is None and len(r.key) == 32
     }
+
+
+def test_a_stopped_worker_publishes_what_it_has_queued_and_the_next_one_publishes_none_again(
+    proxied: tuple[KafkaProxy, EmbeddedBroker], tmp_path: Path
+) -> None:
+    """A worker asked to stop while a trace waits to be published (here: the traces topic
+    refuses writes for a while) sends it and its acknowledgement before it leaves, so the
+    worker taking over does not publish it again as a higher revision."""
+    proxy, broker = proxied
+    settings = fresh_settings(broker.bootstrap_servers, partitions=1)
+    port = free_port()
+    client = tracebus.Client(**settings.model_dump(), linger_ms=5)
+    worker = WorkerProcess(settings, tmp_path)
+    successor = None
+    try:
+        with proxy.refuse(
+            lambda topic: topic == settings.traces_topic, TopicAuthorizationFailedError.errno
+        ):
+            with client.trace("refused-for-a-while"):
+                pass
+            assert client.flush(10)
+            eventually(
+                lambda: "was not sent, retrying" in worker.log_path.read_text(),
+                30,
+                "the worker to retry the refused document",
+            )
+            worker.process.send_signal(signal.SIGTERM)
+            eventually(
+                lambda: "publishing 1 traces before stopping" in worker.log_path.read_text(),
+                30,
+                "the stopping worker to wait for its publications",
+            )
+        assert worker.process.wait(30) == 0, worker.log_tail()
+
+        successor = WorkerProcess(settings, tmp_path, TRACEBUS_METRICS_PORT=str(port))
+        eventually(
+            lambda: metric(port, "tracebus_stream_held_bytes") > 0,
+            60,
+            "the next worker to hold the published trace for its late window",
+        )
+        with client.trace("after") as after:
+            pass
+        assert client.flush(10)
+        documents = read_documents(
+            settings, lambda ds: any(d.trace_id == after.trace_id for d in ds)
+        )
+    finally:
+        client.close()
+        worker.stop()
+        if successor is not None:
+            successor.stop()
+    published = sorted((d.trace.name, d.revision) for d in documents)
+    assert published == [("after", 1), ("refused-for-a-while", 1)]

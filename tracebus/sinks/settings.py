@@ -25,7 +25,6 @@ class SinkSettings(GroupSettings):
         ge=0,
         description="Retrying a batch longer than this dead-letters it; 0 retries forever.",
     )
-    drain_timeout_s: float = Field(30.0, ge=0, description="Delivery budget at shutdown.")
     metrics_port: int | None = Field(None, description="Prometheus port; none to disable.")
 
     def group(self, destination: str) -> str:

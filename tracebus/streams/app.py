@@ -175,6 +175,7 @@ class StreamWorker:
         app.timer(s.tick_s)(self._tick)
         app.timer(_STALL_S / 2)(self._wake_stalled)
         app.task(self._publisher)
+        app.on_before_shutdown.connect(self._publish_before_stopping)
         return app
 
     # -- the agent ----------------------------------------------------------------------------
@@ -691,7 +692,29 @@ class StreamWorker:
                 unsent = batch
             if unsent:
                 self._publications.put_back(unsent)
+            self._publications.done()
+            if unsent:
                 await asyncio.sleep(_PUBLISH_RETRY_S)
+
+    async def _publish_before_stopping(self, app: faust.App, **_: Any) -> None:
+        """Let the publisher send what is queued, and the acknowledgements, before the producer
+        stops (Faust calls this once the agent has stopped; the producer still runs), for up to
+        the drain timeout. A trace left `publishing` is published again by the next worker, as
+        a higher revision; the acknowledgement spares it that, being in the control topic,
+        which that worker reads ahead of the `close` that would republish it."""
+        if not self._publications.unsettled:
+            return
+        log.info("publishing %d traces before stopping", self._publications.unsettled)
+        budget = self.settings.drain_timeout_s
+        try:
+            await asyncio.wait_for(self._publications.settled(), budget)
+        except TimeoutError:
+            log.warning(
+                "stopping with %d traces still to publish after %.0fs: whichever worker takes "
+                "their partitions publishes them (as higher revisions)",
+                self._publications.unsettled,
+                budget,
+            )
 
     async def _publish(self, batch: list[Publication]) -> list[Publication]:
         """Send the documents of `batch` and acknowledge the traces sent; the publications

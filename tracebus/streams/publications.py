@@ -4,7 +4,11 @@ A trace on its way out is no longer counted by the memory bound (it is no longer
 for late events), yet it holds its state and its documents until they are acknowledged. The
 queue bounds what that takes: the agent waits for room before it takes in more (`room`), so the
 traces on their way out hold at most twice the queue's bounds (the queue, and the batch the
-publisher is sending)."""
+publisher is sending).
+
+A worker that stops waits until the queue has `settled` (everything in it sent and acknowledged)
+before its producer stops: a trace left `publishing` is published again, as its next revision,
+by whichever worker takes its partition, which cannot know whether it went out."""
 
 from __future__ import annotations
 
@@ -40,6 +44,15 @@ class PublicationQueue:
         self._max_bytes = max_bytes
         self._not_empty = asyncio.Event()
         self._has_room = asyncio.Event()
+        # The batch the publisher took, until it is `done` with it.
+        self._taken = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
+
+    @property
+    def unsettled(self) -> int:
+        """Publications queued or in the publisher's hands."""
+        return len(self._items) + self._taken
 
     @property
     def bytes(self) -> int:
@@ -58,6 +71,7 @@ class PublicationQueue:
         self._items.append(publication)
         self._bytes += publication.size
         self._not_empty.set()
+        self._settled.clear()
 
     def put_back(self, batch: list[Publication]) -> None:
         """Queue a batch that could not be sent ahead of what came since."""
@@ -71,5 +85,16 @@ class PublicationQueue:
             self._not_empty.clear()
             await self._not_empty.wait()
         batch, self._items, self._bytes = self._items, [], 0
+        self._taken = len(batch)
         self._has_room.set()
         return batch
+
+    def done(self) -> None:
+        """The publisher is through with the batch it took: sent, or what failed put back."""
+        self._taken = 0
+        if not self._items:
+            self._settled.set()
+
+    async def settled(self) -> None:
+        """Return once no publication is `unsettled`."""
+        await self._settled.wait()
