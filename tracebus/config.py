@@ -54,7 +54,7 @@ class GroupSettings(KafkaSettings):
     drain_timeout_s: float = Field(
         30.0,
         ge=0,
-        description="How long a worker that stops, or whose partitions move, goes on "
-        "delivering what it has taken on (a sink's batches, the stream's trace documents); "
-        "what is left goes again from the worker that takes the partitions.",
+        description="How long a worker that stops goes on delivering what it has taken on: a "
+        "sink its batches (also when its partitions move), the stream the trace documents it "
+        "has queued. What is left is delivered again by the worker that takes the partitions.",
     )

@@ -301,7 +301,7 @@ def test_a_stopped_worker_publishes_what_it_has_queued_and_the_next_one_publishe
             )
             worker.process.send_signal(signal.SIGTERM)
             eventually(
-                lambda: "publishing 1 traces before stopping" in worker.log_path.read_text(),
+                lambda: "queued for publication: 1; publishing them" in worker.log_path.read_text(),
                 30,
                 "the stopping worker to wait for its publications",
             )

@@ -704,16 +704,19 @@ class StreamWorker:
         which that worker reads ahead of the `close` that would republish it."""
         if not self._publications.unsettled:
             return
-        log.info("publishing %d traces before stopping", self._publications.unsettled)
+        log.info(
+            "traces queued for publication: %d; publishing them before stopping",
+            self._publications.unsettled,
+        )
         budget = self.settings.drain_timeout_s
         try:
             await asyncio.wait_for(self._publications.settled(), budget)
         except TimeoutError:
             log.warning(
-                "stopping with %d traces still to publish after %.0fs: whichever worker takes "
+                "stopping after %.0fs with traces still to publish: %d; whichever worker takes "
                 "their partitions publishes them (as higher revisions)",
-                self._publications.unsettled,
                 budget,
+                self._publications.unsettled,
             )
 
     async def _publish(self, batch: list[Publication]) -> list[Publication]:

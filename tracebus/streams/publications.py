@@ -6,9 +6,9 @@ queue bounds what that takes: the agent waits for room before it takes in more (
 traces on their way out hold at most twice the queue's bounds (the queue, and the batch the
 publisher is sending).
 
-A worker that stops waits until the queue has `settled` (everything in it sent and acknowledged)
-before its producer stops: a trace left `publishing` is published again, as its next revision,
-by whichever worker takes its partition, which cannot know whether it went out."""
+A worker that stops waits until the queue has `settled` (everything in it sent, and its
+acknowledgements) before its producer stops: a trace left `publishing` is published again, as its
+next revision, by whichever worker takes its partition, which cannot know whether it went out."""
 
 from __future__ import annotations
 
