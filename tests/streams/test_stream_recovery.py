@@ -326,3 +326,47 @@ def test_a_stopped_worker_publishes_what_it_has_queued_and_the_next_one_publishe
             successor.stop()
     published = sorted((d.trace.name, d.revision) for d in documents)
     assert published == [("after", 1), ("refused-for-a-while", 1)]
+
+
+def test_traces_a_worker_was_publishing_when_their_partitions_moved_are_no_longer_its_own(
+    proxied: tuple[KafkaProxy, EmbeddedBroker], tmp_path: Path
+) -> None:
+    """A worker whose partitions move while it publishes their traces still sends them, but
+    their acknowledgements go to the new owner: the worker stops counting them as its own
+    (`tracebus_stream_publishing_traces`) once the partitions have moved."""
+    proxy, broker = proxied
+    settings = fresh_settings(broker.bootstrap_servers, partitions=4)
+    ports = [free_port(), free_port()]
+    client = tracebus.Client(**settings.model_dump(), linger_ms=5)
+    workers = [WorkerProcess(settings, tmp_path, TRACEBUS_METRICS_PORT=str(ports[0]))]
+    try:
+        with proxy.refuse(
+            lambda topic: topic == settings.traces_topic, TopicAuthorizationFailedError.errno
+        ):
+            trace_ids = set()
+            for i in range(8):
+                with client.trace(f"t-{i}") as root:
+                    pass
+                trace_ids.add(root.trace_id)
+            assert client.flush(10)
+            eventually(
+                lambda: metric(ports[0], "tracebus_stream_publishing_traces") == len(trace_ids),
+                30,
+                "the first worker to be publishing every trace",
+            )
+            workers.append(WorkerProcess(settings, tmp_path, TRACEBUS_METRICS_PORT=str(ports[1])))
+            eventually(
+                lambda: "recovered" in workers[1].log_path.read_text(),
+                60,
+                "the second worker to take its share of the partitions",
+            )
+        read_documents(settings, of_traces(trace_ids))
+        eventually(
+            lambda: [metric(p, "tracebus_stream_publishing_traces") for p in ports] == [0, 0],
+            30,
+            "both workers to count no trace as being published",
+        )
+    finally:
+        client.close()
+        for worker in workers:
+            worker.stop()

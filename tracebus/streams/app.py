@@ -551,6 +551,10 @@ class StreamWorker:
         )
         self._moved_at = dict.fromkeys(self._next_offsets, time.monotonic())
         self.states = {t: s for t, s in self.states.items() if s.partition in active}
+        # The publisher still sends those that moved away; their new owner gets the acknowledgement.
+        self._queued_revisions = {
+            t: r for t, r in self._queued_revisions.items() if t in self.states
+        }
         table = joined(self.table.items())
         for key in table.broken:
             log.error("table entry %r names chunks the changelog lacks: left out", key)
