@@ -1,4 +1,5 @@
-"""Real stream worker processes for the tests, and readers of what they publish."""
+"""Real stream worker processes for the tests, what they read, and readers of what they
+publish."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from conftest import consume, eventually
 from whereabouts import stream_app_id
 from workers import CliWorker
 
+import tracebus
 from tracebus.config import KafkaSettings
 from tracebus.schemas import TraceDocument
 
@@ -37,6 +39,14 @@ class WorkerProcess(CliWorker):
             **settings.worker_env(),
         }
         super().__init__(["stream"], environment, log_dir / f"stream-{uuid.uuid4().hex[:6]}.log")
+
+
+def send_trace(client: tracebus.Client, name: str) -> str:
+    """Send a finished trace (a root and one step) and wait until the broker has it; its id."""
+    with client.trace(name) as root, client.span("step"):
+        pass
+    assert client.flush(10)
+    return root.trace_id
 
 
 def send_raw(settings: KafkaSettings, records: list[tuple[bytes | None, bytes]]) -> None:

@@ -13,7 +13,14 @@ from aiokafka import ConsumerRecord
 from aiokafka.errors import TopicAuthorizationFailedError
 from conftest import eventually, fresh_settings
 from kafka_proxy import KafkaProxy
-from stream_helpers import WorkerProcess, metric, of_traces, read_documents, send_raw
+from stream_helpers import (
+    WorkerProcess,
+    metric,
+    of_traces,
+    read_documents,
+    send_raw,
+    send_trace,
+)
 from whereabouts import group_status, stream_app_id, whereabouts, whole_topic
 
 import tracebus
@@ -291,9 +298,7 @@ def test_a_stopped_worker_publishes_what_it_has_queued_and_the_next_one_publishe
         with proxy.refuse(
             lambda topic: topic == settings.traces_topic, TopicAuthorizationFailedError.errno
         ):
-            with client.trace("refused-for-a-while"):
-                pass
-            assert client.flush(10)
+            send_trace(client, "refused-for-a-while")
             eventually(
                 lambda: "was not sent, retrying" in worker.log_path.read_text(),
                 30,
@@ -313,12 +318,8 @@ def test_a_stopped_worker_publishes_what_it_has_queued_and_the_next_one_publishe
             60,
             "the next worker to hold the published trace for its late window",
         )
-        with client.trace("after") as after:
-            pass
-        assert client.flush(10)
-        documents = read_documents(
-            settings, lambda ds: any(d.trace_id == after.trace_id for d in ds)
-        )
+        after = send_trace(client, "after")
+        documents = read_documents(settings, lambda ds: any(d.trace_id == after for d in ds))
     finally:
         client.close()
         worker.stop()
@@ -343,12 +344,7 @@ def test_traces_a_worker_was_publishing_when_their_partitions_moved_are_no_longe
         with proxy.refuse(
             lambda topic: topic == settings.traces_topic, TopicAuthorizationFailedError.errno
         ):
-            trace_ids = set()
-            for i in range(8):
-                with client.trace(f"t-{i}") as root:
-                    pass
-                trace_ids.add(root.trace_id)
-            assert client.flush(10)
+            trace_ids = {send_trace(client, f"t-{i}") for i in range(8)}
             eventually(
                 lambda: metric(ports[0], "tracebus_stream_publishing_traces") == len(trace_ids),
                 30,

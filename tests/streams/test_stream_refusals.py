@@ -14,7 +14,14 @@ import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 from conftest import consume, eventually, fresh_settings
 from kafka_proxy import KafkaProxy
-from stream_helpers import WorkerProcess, metric, of_traces, read_documents, send_raw
+from stream_helpers import (
+    WorkerProcess,
+    metric,
+    of_traces,
+    read_documents,
+    send_raw,
+    send_trace,
+)
 from whereabouts import group_status, stream_app_id
 
 import tracebus
@@ -26,13 +33,6 @@ from tracebus.ops.deadletters import PUBLISH_STAGE, DeadLetter
 from tracebus.ops.redrive import RedriveRequest, redrive_dead_letters
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def trace(client: tracebus.Client, name: str) -> str:
-    with client.trace(name) as root, client.span("step"):
-        pass
-    assert client.flush(10)
-    return root.trace_id
 
 
 def committed(settings: KafkaSettings) -> tuple[int, int]:
@@ -52,10 +52,10 @@ def test_a_refused_table_write_stops_the_worker_uncommitted_and_the_next_one_pub
     client = tracebus.Client(**settings.model_dump(), linger_ms=5)
     worker = WorkerProcess(settings, tmp_path)
     try:
-        before = trace(client, "before")
+        before = send_trace(client, "before")
         read_documents(settings, of_traces({before}))
         with stopped_by_refusal(proxy, settings, worker, changelog):
-            during = trace(client, "during")
+            during = send_trace(client, "during")
         worker = WorkerProcess(settings, tmp_path)
         documents = read_documents(settings, of_traces({before, during}))
     finally:
@@ -134,7 +134,7 @@ def test_documents_over_the_topic_limit_are_dead_lettered_and_those_under_it_all
             letters = read_dead_letters(settings, at_least=1)
             read_documents(settings, of_traces({in_parts.trace_id}))
         assert refusal.partitions >= 2, "the parts' batch and the big document were refused"
-        after = trace(client, "after")
+        after = send_trace(client, "after")
         documents = read_documents(settings, of_traces({in_parts.trace_id, after}))
         assert worker.process.poll() is None
         assert metric(port, 'tracebus_stream_dead_letters_total{reason="refused"}') == 1
