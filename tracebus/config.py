@@ -55,6 +55,7 @@ class GroupSettings(KafkaSettings):
         30.0,
         ge=0,
         description="How long a worker that stops goes on delivering what it has taken on: a "
-        "sink its batches (also when its partitions move), the stream the trace documents it "
-        "has queued. What is left is delivered again by the worker that takes the partitions.",
+        "sink its batches, the stream the trace documents it has queued. Also when its "
+        "partitions move (the stream: 5 s at most, half the group's rebalance timeout). What "
+        "is left is delivered again by the worker that takes the partitions.",
     )

@@ -332,8 +332,9 @@ def test_a_stopped_worker_publishes_what_it_has_queued_and_the_next_one_publishe
 def test_traces_a_worker_was_publishing_when_their_partitions_moved_are_no_longer_its_own(
     proxied: tuple[KafkaProxy, EmbeddedBroker], tmp_path: Path
 ) -> None:
-    """A worker whose partitions move while it publishes their traces still sends them, but
-    their acknowledgements go to the new owner: the worker stops counting them as its own
+    """A worker whose partitions move while it cannot publish their traces (the traces topic
+    refuses writes for longer than the handover waits) still sends them later, but their
+    acknowledgements go to the new owner: the worker stops counting them as its own
     (`tracebus_stream_publishing_traces`) once the partitions have moved."""
     proxy, broker = proxied
     settings = fresh_settings(broker.bootstrap_servers, partitions=4)
@@ -366,3 +367,44 @@ def test_traces_a_worker_was_publishing_when_their_partitions_moved_are_no_longe
         client.close()
         for worker in workers:
             worker.stop()
+
+
+def test_a_worker_publishes_what_it_has_queued_before_its_partitions_move(
+    proxied: tuple[KafkaProxy, EmbeddedBroker], tmp_path: Path
+) -> None:
+    """When a worker joins, the others hand over partitions only once the traces they had
+    queued for publication went out with their acknowledgements: the new owner publishes none
+    of them again as a higher revision."""
+    proxy, broker = proxied
+    settings = fresh_settings(broker.bootstrap_servers, partitions=4)
+    client = tracebus.Client(**settings.model_dump(), linger_ms=5)
+    port = free_port()
+    workers = [WorkerProcess(settings, tmp_path, TRACEBUS_METRICS_PORT=str(port))]
+    try:
+        with proxy.refuse(
+            lambda topic: topic == settings.traces_topic, TopicAuthorizationFailedError.errno
+        ):
+            trace_ids = {send_trace(client, f"t-{i}") for i in range(8)}
+            eventually(
+                lambda: metric(port, "tracebus_stream_publishing_traces") == len(trace_ids),
+                30,
+                "the first worker to be publishing every trace",
+            )
+            workers.append(WorkerProcess(settings, tmp_path))
+            eventually(
+                lambda: "publishing them before handing over" in workers[0].log_path.read_text(),
+                60,
+                "the first worker to publish its queue before the partitions move",
+            )
+        eventually(
+            lambda: "recovered" in workers[1].log_path.read_text(),
+            60,
+            "the second worker to take its share of the partitions",
+        )
+        after = send_trace(client, "after")
+        documents = read_documents(settings, of_traces(trace_ids | {after}))
+    finally:
+        client.close()
+        for worker in workers:
+            worker.stop()
+    assert {d.revision for d in documents} == {1}

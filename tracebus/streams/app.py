@@ -43,7 +43,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence, Set
 from typing import Any, Protocol, cast
 
 import faust
@@ -118,6 +118,8 @@ MAX_BATCH_BYTES = 1024 * 1024
 # Per partition and fetch: 1 MiB is ~50 such records, and the agent waited on fetches.
 MAX_FETCH_BYTES = 8 * 1024 * 1024
 _STREAM_BUFFER_RECORDS = 256
+# How long the group waits for its members to rejoin a rebalance (Faust's default is 60 s).
+_REBALANCE_TIMEOUT_S = 10
 
 
 class Record(Protocol):
@@ -176,6 +178,7 @@ class StreamWorker:
         app.timer(_STALL_S / 2)(self._wake_stalled)
         app.task(self._publisher)
         app.on_before_shutdown.connect(self._publish_before_stopping)
+        app.on_partitions_revoked.connect(self._publish_before_handing_over)
         return app
 
     # -- the agent ----------------------------------------------------------------------------
@@ -701,24 +704,37 @@ class StreamWorker:
                 await asyncio.sleep(_PUBLISH_RETRY_S)
 
     async def _publish_before_stopping(self, app: faust.App, **_: Any) -> None:
-        """Let the publisher send what is queued, and the acknowledgements, before the producer
-        stops (Faust calls this once the agent has stopped; the producer still runs), for up to
-        the drain timeout. A trace left `publishing` is published again by the next worker, as
-        a higher revision; the acknowledgement spares it that, being in the control topic,
-        which that worker reads ahead of the `close` that would republish it."""
+        """Faust calls this once the agent has stopped, while the producer still runs."""
+        await self._settle_publications("stopping", self.settings.drain_timeout_s)
+
+    async def _publish_before_handing_over(
+        self, app: faust.App, revoked: Set[TP], **_: Any
+    ) -> None:
+        """Faust calls this when a rebalance takes the partitions (the agent has paused), before
+        the group hands them out again: within half the rebalance timeout, or the worker would
+        be left out of the group."""
+        budget = min(self.settings.drain_timeout_s, _REBALANCE_TIMEOUT_S / 2)
+        await self._settle_publications("handing over partitions", budget)
+
+    async def _settle_publications(self, before: str, budget: float) -> None:
+        """Let the publisher send what is queued, and the acknowledgements, for up to `budget`
+        seconds. A trace left `publishing` is published again by the worker that takes its
+        partition, as a higher revision; the acknowledgement spares it that, being in the
+        control topic, which that worker reads ahead of the `close` that would republish it."""
         if not self._publications.unsettled:
             return
         log.info(
-            "traces queued for publication: %d; publishing them before stopping",
+            "traces queued for publication: %d; publishing them before %s",
             self._publications.unsettled,
+            before,
         )
-        budget = self.settings.drain_timeout_s
         try:
             await asyncio.wait_for(self._publications.settled(), budget)
         except TimeoutError:
             log.warning(
-                "stopping after %.0fs with traces still to publish: %d; whichever worker takes "
-                "their partitions publishes them (as higher revisions)",
+                "%s after %.0fs with traces still to publish: %d; whichever worker takes their "
+                "partitions publishes them (as higher revisions)",
+                before,
                 budget,
                 self._publications.unsettled,
             )
@@ -844,7 +860,7 @@ def faust_app(settings: StreamSettings) -> faust.App:
         # The embedded broker answers a join after half the session timeout: with Faust's
         # default (60 s), joins took half a minute.
         broker_session_timeout=settings.session_timeout_s,
-        broker_rebalance_timeout=10,
+        broker_rebalance_timeout=_REBALANCE_TIMEOUT_S,
         broker_heartbeat_interval=1,
         # Table writes are one changelog message each: lingering batches them (2.5× faster).
         producer_linger=0.05,
