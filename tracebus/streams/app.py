@@ -22,9 +22,11 @@ twice: the agent marks a trace `publishing` (revision r) in the table and queues
 the publisher awaits the mark's changelog write (`_put`), sends the documents,
 and on acknowledgement sends a `published` control record to the trace's partition, which the
 agent applies. A worker that finds a trace still `publishing` after recovery cannot know
-whether revision r went out, so it publishes r + 1. Time-based decisions (grace, idle timeout,
-late window, memory bound) travel the same way as `close` control records, because Faust only
-lets an agent processing that partition modify a table key.
+whether revision r went out, so it publishes r + 1; a worker that stops or hands over
+partitions first lets its queue settle (`_settle_publications`), which leaves that to crashes.
+Time-based decisions (grace, idle timeout, late window, memory bound) travel the same way as
+`close` control records, because Faust only lets an agent processing that partition modify a
+table key.
 
 Control records go through one of two partitions the agent reads, by what their order must
 respect. A grace, idle-timeout or late-window `close` is appended to the events partition, so
