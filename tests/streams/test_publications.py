@@ -70,7 +70,7 @@ def test_a_batch_that_failed_goes_back_ahead_of_later_publications() -> None:
         queue.put(publication("a", 5))
         failed = await queue.take_all()
         queue.put(publication("b", 7))
-        queue.put_back(failed)
+        queue.done(failed)
         assert queue.bytes == 12
         assert [p.trace_id for p in await queue.take_all()] == ["a", "b"]
 
@@ -86,11 +86,10 @@ def test_the_queue_settles_once_the_publisher_is_done_with_everything_queued() -
         batch = await queue.take_all()
         assert queue.unsettled == 1, "taken, not yet sent"
         assert await pending(settled)
-        queue.put_back(batch)
-        queue.done()
+        queue.done(batch)
         assert await pending(settled), "what failed is queued again"
         await queue.take_all()
-        queue.done()
+        queue.done([])
         await settled
         assert queue.unsettled == 0
 

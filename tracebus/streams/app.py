@@ -699,9 +699,7 @@ class StreamWorker:
             except Exception as error:
                 log.warning("publishing %d traces failed, retrying: %r", len(batch), error)
                 unsent = batch
-            if unsent:
-                self._publications.put_back(unsent)
-            self._publications.done()
+            self._publications.done(unsent)
             if unsent:
                 await asyncio.sleep(_PUBLISH_RETRY_S)
 

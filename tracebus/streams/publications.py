@@ -6,9 +6,10 @@ queue bounds what that takes: the agent waits for room before it takes in more (
 traces on their way out hold at most twice the queue's bounds (the queue, and the batch the
 publisher is sending).
 
-A worker that stops waits until the queue has `settled` (everything in it sent, and its
-acknowledgements) before its producer stops: a trace left `publishing` is published again, as its
-next revision, by whichever worker takes its partition, which cannot know whether it went out."""
+A worker that stops or hands over partitions first waits until the queue has `settled`
+(everything in it sent, and its acknowledgements): a trace left `publishing` is published again,
+as its next revision, by whichever worker takes its partition, which cannot know whether it went
+out."""
 
 from __future__ import annotations
 
@@ -73,12 +74,6 @@ class PublicationQueue:
         self._not_empty.set()
         self._settled.clear()
 
-    def put_back(self, batch: list[Publication]) -> None:
-        """Queue a batch that could not be sent ahead of what came since."""
-        self._items[:0] = batch
-        self._bytes += sum(p.size for p in batch)
-        self._not_empty.set()
-
     async def take_all(self) -> list[Publication]:
         """Everything queued, once something is."""
         while not self._items:
@@ -89,10 +84,15 @@ class PublicationQueue:
         self._has_room.set()
         return batch
 
-    def done(self) -> None:
-        """The publisher is through with the batch it took: sent, or what failed put back."""
+    def done(self, unsent: list[Publication]) -> None:
+        """The publisher is through with the batch it took; `unsent`, what of it failed, goes
+        back ahead of what came since."""
         self._taken = 0
-        if not self._items:
+        if unsent:
+            self._items[:0] = unsent
+            self._bytes += sum(p.size for p in unsent)
+            self._not_empty.set()
+        elif not self._items:
             self._settled.set()
 
     async def settled(self) -> None:
