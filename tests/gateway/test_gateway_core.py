@@ -21,11 +21,10 @@ from typer.testing import CliRunner
 
 from tracebus.cli.main import app as cli
 from tracebus.config import KafkaSettings
-from tracebus.gateway.ingest import PROJECT_HEADER
 from tracebus.gateway.protocol import Adapter, Call, GatewayError, Route
 from tracebus.kafka import EmbeddedBroker, create_topics
 from tracebus.kafka.broker import free_port
-from tracebus.schemas import new_observation_id, new_trace_id
+from tracebus.schemas import PROJECT_HEADER, new_observation_id, new_trace_id
 
 KEY = "tb-core-secret"
 

@@ -49,15 +49,20 @@ def send_trace(client: tracebus.Client, name: str) -> str:
     return root.trace_id
 
 
-def send_raw(settings: KafkaSettings, records: list[tuple[bytes | None, bytes]]) -> None:
-    """Send event records (key, value) to the events topic as they are, in order."""
+def send_raw(
+    settings: KafkaSettings,
+    records: list[tuple[bytes | None, bytes]],
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    """Send event records (key, value) to the events topic as they are, in order, each with
+    `headers`."""
 
     async def send() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
         await producer.start()
         try:
             for key, value in records:
-                await producer.send(settings.events_topic, value, key=key)
+                await producer.send(settings.events_topic, value, key=key, headers=headers)
             await producer.flush()
         finally:
             await producer.stop()

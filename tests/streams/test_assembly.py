@@ -22,6 +22,7 @@ from tracebus.streams.assembly import (
     TraceState,
     apply_events,
     build_documents,
+    forget_content,
     looks_complete,
     mark_published,
     materialize,
@@ -97,13 +98,13 @@ def a_trace() -> tuple[str, list[bytes]]:
     ]
 
 
-def assembled(records: list[bytes]) -> TraceState:
+def assembled(records: list[bytes], project: str | None = None) -> TraceState:
     state: TraceState | None = None
     for offset, value in enumerate(records):
         trace_id, events, _ = parse_record(value, 1_000_000)
-        state = state or TraceState(trace_id, 3)
+        state = state or TraceState(trace_id, 3, project)
         if apply_events(state, events, len(value), T0 + offset).applied:
-            state.records.append((record_key(trace_id, 3, offset, T0 + offset), value))
+            state.records.append((record_key(trace_id, 3, offset, T0 + offset, project), value))
     assert state is not None
     return state
 
@@ -243,9 +244,10 @@ def test_a_malformed_record_is_rejected_with_pydantics_reasons(value: bytes) -> 
     assert str(got.value) == str(expected.value)
 
 
-def test_documents_are_the_json_pydantic_would_write() -> None:
+@pytest.mark.parametrize("project", [None, "shop"])
+def test_documents_are_the_json_pydantic_would_write(project: str | None) -> None:
     _, records = a_trace()
-    state = assembled(records)
+    state = assembled(records, project)
     assert looks_complete(state)
     [built] = build_documents(
         state, materialize(state), "root_ended", PRICING, T0, 20, MAX_BYTES, revision=1
@@ -253,6 +255,7 @@ def test_documents_are_the_json_pydantic_would_write() -> None:
     document = built.body
     model = TraceDocument.model_validate(document)
     assert built.data == model.model_dump_json(exclude_none=True).encode()
+    assert model.project == project
     by_name = {o["name"]: o for o in document["observations"]}
     assert by_name["llm"]["cost_source"] == "catalogue"
     assert by_name["root"]["cost_source"] == "reported"
@@ -401,18 +404,26 @@ def same_state(rebuilt: TraceState, live: TraceState) -> None:
         assert getattr(rebuilt, name) == getattr(live, name), name
 
 
-def test_a_state_is_rebuilt_from_its_table_entries() -> None:
+# Project names are free text: one with the table keys' separator in it.
+PROJECTS = [None, "team/shop"]
+
+
+@pytest.mark.parametrize("project", PROJECTS)
+def test_a_state_is_rebuilt_from_its_table_entries(project: str | None) -> None:
     _, records = a_trace()
-    live = assembled([*records, records[0]])  # the repeated record adds nothing
+    live = assembled([*records, records[0]], project)  # the repeated record adds nothing
     assert len(live.records) == 3
     [rebuilt] = rebuild(reversed(table_of(live))).values()
     same_state(rebuilt, live)
     assert materialize(rebuilt) == materialize(live)
 
 
-def test_a_state_that_published_parts_is_rebuilt_from_its_snapshot_and_later_records() -> None:
+@pytest.mark.parametrize("project", PROJECTS)
+def test_a_state_that_published_parts_is_rebuilt_from_its_snapshot_and_later_records(
+    project: str | None,
+) -> None:
     _, records = a_trace()
-    live = assembled(records[:1])  # the generation ended, the root is still running
+    live = assembled(records[:1], project)  # the generation ended, the root is still running
     documents = build_documents(
         live, materialize(live), "max_size", PRICING, T0, 20, MAX_BYTES, final=False, revision=1
     )
@@ -420,7 +431,7 @@ def test_a_state_that_published_parts_is_rebuilt_from_its_snapshot_and_later_rec
     live.parts_published, live.revision, live.status = 1, 1, "publishing"
     dropped = mark_published(live, T0, final=False)
     assert len(dropped) == 1 and live.snapshot is not None and not live.records
-    later = assembled(records)
+    later = assembled(records, project)
     for offset, (key, value) in enumerate(later.records[1:], start=1):
         _, events, _ = parse_record(value, 1_000_000)
         apply_events(live, events, len(value), T0 + offset)
@@ -430,6 +441,15 @@ def test_a_state_that_published_parts_is_rebuilt_from_its_snapshot_and_later_rec
     content = materialize(rebuilt)
     assert set(content.observations) == {o["observation_id"] for o in later_roots(records)}
     assert rebuilt.moved_out
+
+
+def test_a_forgotten_trace_keeps_its_project_beside_its_revision() -> None:
+    _, records = a_trace()
+    live = assembled(records, "shop")
+    live.status, live.revision = "published", 2
+    forget_content(live)
+    [rebuilt] = rebuild([(status_key(live.trace_id), live.status_mark())]).values()
+    assert (rebuilt.project, rebuilt.revision) == ("shop", 2)
 
 
 def later_roots(records: list[bytes]) -> list[dict[str, Any]]:

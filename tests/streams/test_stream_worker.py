@@ -12,7 +12,13 @@ from stream_helpers import WorkerProcess, of_traces, read_documents, send_raw
 import tracebus
 from tracebus.config import KafkaSettings
 from tracebus.kafka import EmbeddedBroker
-from tracebus.schemas import TraceDocument, encode_batch, new_observation_id, new_trace_id
+from tracebus.schemas import (
+    PROJECT_HEADER,
+    TraceDocument,
+    encode_batch,
+    new_observation_id,
+    new_trace_id,
+)
 
 # The embedded broker takes messages of any size; Kafka refuses those over message.max.bytes.
 MAX_DOCUMENT_BYTES = 65_536
@@ -283,6 +289,58 @@ def test_bad_records_are_dead_lettered_with_their_reason_and_the_worker_goes_on(
     assert "malformed JSON" in reasons[0]
     assert "unsupported schema_version 9" in reasons[1]
     assert "events[0].observation_id: an observation id is 16 lowercase hex" in reasons[2]
+
+
+def test_a_trace_names_the_project_its_records_were_stamped_with(
+    stream: KafkaSettings, client: tracebus.Client
+) -> None:
+    shop = tracebus.Client(**stream.model_dump(), linger_ms=5, project="shop")
+    try:
+        with shop.trace("of-shop") as stamped:
+            pass
+        assert shop.flush(10)
+    finally:
+        shop.close()
+    with client.trace("of-no-project") as unstamped:
+        pass
+    assert client.flush(10)
+    documents = published(stream, stamped.trace_id, unstamped.trace_id)
+    assert {d.trace_id: d.project for d in documents} == {
+        stamped.trace_id: "shop",
+        unstamped.trace_id: None,
+    }
+
+
+def test_a_record_of_another_project_is_dead_lettered_instead_of_joining_the_trace(
+    stream: KafkaSettings,
+) -> None:
+    trace_id, root, intruder = new_trace_id(), new_observation_id(), new_observation_id()
+    key = trace_id.encode()
+
+    def stamped(project: bytes, *events: bytes) -> None:
+        send_raw(stream, [(key, encode_batch(trace_id, list(events)))], [(PROJECT_HEADER, project)])
+
+    stamped(b"shop", observation_event(trace_id, root))
+    stamped(b"ops", observation_event(trace_id, intruder, parent_observation_id=root))
+    stamped(b"\xff", observation_event(trace_id, new_observation_id()))
+    ended = 1_700_000_001_000_000_000
+    stamped(b"shop", observation_event(trace_id, root, end_time_unix_nano=ended))
+    [document] = published(stream, trace_id)
+    assert document.project == "shop"
+    assert [o.observation_id for o in document.observations] == [root]
+    letters = consume(
+        stream.bootstrap_servers,
+        stream.dead_letter_topic,
+        lambda records: len([r for r in records if r.key == key]) >= 2,
+    )
+    other, undecodable = [dict(r.headers) for r in letters if r.key == key]
+    assert other["tracebus-reason"].decode() == (
+        f"trace {trace_id} belongs to project 'shop'; this record comes from project 'ops'"
+    )
+    assert other[PROJECT_HEADER] == b"ops"  # a redrive stamps the record as it came
+    assert undecodable["tracebus-reason"].decode() == (
+        "headers.tracebus-project: must be UTF-8 text of 1 to 1000 characters"
+    )
 
 
 def test_nothing_is_published_twice_at_the_same_revision(stream: KafkaSettings) -> None:

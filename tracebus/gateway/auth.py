@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from tracebus.gateway.protocol import Caller, GatewayError
+from tracebus.schemas import MAX_PROJECT_CHARS
 
 ANONYMOUS = Caller(project="default", key_name="anonymous")
 
@@ -81,7 +82,7 @@ def parse_key_pairs(text: str) -> list[tuple[str, str]]:
         project, separator, key = entry.partition("=")
         if not separator or not project.strip() or not key.strip():
             raise KeyFileError(f"API key entry {position} is not project=key")
-        pairs.append((project.strip(), key.strip()))
+        pairs.append((_project(project.strip(), f"API key entry {position}"), key.strip()))
     return pairs
 
 
@@ -99,5 +100,12 @@ def load_key_file(path: Path) -> list[tuple[str, str]]:
         keys = table.get("keys") if isinstance(table, dict) else None
         if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
             raise KeyFileError(f"{path}: projects.{project}.keys must be a list of strings")
-        pairs.extend((project, key) for key in keys)
+        pairs.extend((_project(project, f"{path}: projects.{project[:40]}"), key) for key in keys)
     return pairs
+
+
+def _project(name: str, where: str) -> str:
+    """A project name as records carry it (`PROJECT_HEADER`)."""
+    if len(name) > MAX_PROJECT_CHARS:
+        raise KeyFileError(f"{where}: a project name has at most {MAX_PROJECT_CHARS} characters")
+    return name

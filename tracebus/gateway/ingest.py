@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 from tracebus.gateway.protocol import Caller, GatewayError
 from tracebus.gateway.settings import GatewaySettings
 from tracebus.schemas import (
+    PROJECT_HEADER,
     EventTooLarge,
     Limits,
     SchemaError,
@@ -25,7 +26,6 @@ from tracebus.schemas import (
 )
 
 log = logging.getLogger("tracebus.gateway")
-PROJECT_HEADER = "tracebus-project"
 _ENVELOPE_BYTES = 128
 _RECONNECT_S = 2.0
 

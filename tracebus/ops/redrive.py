@@ -36,6 +36,7 @@ from tracebus.ops.deadletters import (
 )
 from tracebus.ops.groups import admin_client, committed_offsets
 from tracebus.ops.topic_reader import OffsetBounds, TopicReader, partition_count
+from tracebus.schemas import PROJECT_HEADER
 
 DEFAULT_PROGRESS_GROUP = "tracebus-dlq-redrive"
 
@@ -111,7 +112,9 @@ def target_of(
     stage = letter.stage
     sink = sink_name(stage)
     if stage == STREAM_STAGE:
-        topic, extra = settings.events_topic, []
+        # The record's project, which the stream keeps on its dead letters.
+        topic = settings.events_topic
+        extra = [(name, value) for name, value in letter.headers if name == PROJECT_HEADER]
     elif stage == PUBLISH_STAGE:
         topic, extra = settings.traces_topic, []
     elif sink is not None:

@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 
 from tracebus.producers.buffer import Entry, EventBuffer
 from tracebus.producers.settings import ProducerSettings
-from tracebus.schemas import encode_batch
+from tracebus.schemas import PROJECT_HEADER, encode_batch
 
 log = logging.getLogger("tracebus.producer")
 _RECORD_ENVELOPE_BYTES = 128
@@ -35,6 +35,8 @@ class KafkaSender:
         self._buffer = buffer
         self._snapshot = snapshot
         self._on_round = on_round
+        project = settings.project
+        self._headers = [(PROJECT_HEADER, project.encode())] if project is not None else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stop: asyncio.Event | None = None
@@ -167,13 +169,15 @@ class KafkaSender:
         records, superseded = self._records(entries)
         self._buffer.settle(superseded)
         self.coalesced += len(superseded)
-        topic = self._settings.events_topic
+        topic, headers = self._settings.events_topic, self._headers
         futures: list[asyncio.Future[Any]] = []
         failed: list[Entry] = []
         error: BaseException | None = None
         for index, (trace_id, value, _) in enumerate(records):
             try:
-                futures.append(await producer.send(topic, value, key=trace_id.encode()))
+                futures.append(
+                    await producer.send(topic, value, key=trace_id.encode(), headers=headers)
+                )
             except (KafkaError, OSError) as send_error:
                 error = send_error
                 for _, _, part in records[index:]:

@@ -7,13 +7,20 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tracebus.config import KafkaSettings
-from tracebus.schemas import DEFAULT_MAX_RECORD_BYTES, Limits
+from tracebus.schemas import DEFAULT_MAX_RECORD_BYTES, MAX_PROJECT_CHARS, Limits
 
 
 class ProducerSettings(KafkaSettings):
     enabled: bool = Field(True, description="False turns every call into a cheap no-op.")
     sample_rate: float = Field(
         1.0, ge=0.0, le=1.0, description="Share of traces kept; decided by trace id, whole traces."
+    )
+    project: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_PROJECT_CHARS,
+        description="Project stamped on every record (the tracebus-project header), by which "
+        "the sinks route traces; the gateway sets it from the API key instead.",
     )
     environment: str | None = Field(None, description="Environment set on every trace.")
     release: str | None = Field(None, description="Release set on every trace.")

@@ -7,6 +7,7 @@ from tracebus.schemas.codec import (
     decode_batch,
     encode_batch,
     json_default,
+    record_project,
     validate_event,
 )
 from tracebus.schemas.ids import (
@@ -19,6 +20,8 @@ from tracebus.schemas.ids import (
 )
 from tracebus.schemas.limits import EventTooLarge, Limits, serialize_event
 from tracebus.schemas.models import (
+    MAX_PROJECT_CHARS,
+    PROJECT_HEADER,
     SCHEMA_VERSION,
     AnyEvent,
     Cost,
@@ -43,6 +46,8 @@ from tracebus.schemas.usage import normalize_usage
 
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
+    "MAX_PROJECT_CHARS",
+    "PROJECT_HEADER",
     "SCHEMA_VERSION",
     "AnyEvent",
     "Completion",
@@ -74,6 +79,7 @@ __all__ = [
     "new_trace_id",
     "normalize_usage",
     "parse_traceparent",
+    "record_project",
     "serialize_event",
     "validate_event",
 ]

@@ -10,7 +10,14 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from tracebus.schemas.models import SCHEMA_VERSION, AnyEvent, Event, EventBatch
+from tracebus.schemas.models import (
+    MAX_PROJECT_CHARS,
+    PROJECT_HEADER,
+    SCHEMA_VERSION,
+    AnyEvent,
+    Event,
+    EventBatch,
+)
 
 DEFAULT_MAX_RECORD_BYTES = 1_000_000
 _EVENT_TAGS = frozenset({"trace", "observation", "observation_update", "score"})
@@ -31,6 +38,21 @@ class SchemaError(ValueError):
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = list(problems)
         super().__init__("; ".join(str(p) for p in self.problems))
+
+
+def record_project(header: bytes | None) -> str | None:
+    """An events record's project from the value of its `PROJECT_HEADER` (None: it has none);
+    SchemaError when that value is not a project name."""
+    if header is None:
+        return None
+    try:
+        project = header.decode()
+    except UnicodeDecodeError:
+        project = None
+    if project is None or not 0 < len(project) <= MAX_PROJECT_CHARS:
+        message = f"must be UTF-8 text of 1 to {MAX_PROJECT_CHARS} characters"
+        raise SchemaError([Problem(f"headers.{PROJECT_HEADER}", message)])
+    return project
 
 
 def json_default(value: Any) -> Any:

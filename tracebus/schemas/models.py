@@ -21,6 +21,11 @@ from tracebus.schemas.ids import (
 )
 
 SCHEMA_VERSION = 1
+# An events record's project, when it has one, travels in this header (UTF-8, 1-1000
+# characters): the gateway sets it from the API key, a producer from its settings. A trace
+# belongs to one project, and its documents name it (`TraceDocument.project`).
+PROJECT_HEADER = "tracebus-project"
+MAX_PROJECT_CHARS = 1000
 
 
 def _valid_trace_id(value: str) -> str:

@@ -113,6 +113,11 @@ class TraceSummary(_Strict):
 class TraceDocument(_Strict):
     schema_version: Literal[1]
     trace_id: TraceId
+    project: ShortText | None = Field(
+        None,
+        description="The project its events records were stamped with (their tracebus-project "
+        "header: the gateway's API key, or the producer's setting); sinks route by it.",
+    )
     revision: int = Field(ge=1, description="Increases when late observations re-publish.")
     part: int = Field(1, ge=1)
     parts: int | None = Field(

@@ -66,7 +66,7 @@ from tracebus.ops.deadletters import (
 )
 from tracebus.ops.groups import admin_client, committed_offsets
 from tracebus.ops.topic_reader import TopicReader
-from tracebus.schemas import Completion, SchemaError
+from tracebus.schemas import PROJECT_HEADER, Completion, SchemaError, record_project
 from tracebus.streams.assembly import (
     OPEN,
     PUBLISHED,
@@ -202,13 +202,14 @@ class StreamWorker:
                 await self._dead_letter(message, f"internal error: {error!r}", "internal")
 
     async def _handle(self, message: Record) -> None:
-        if message.headers:
-            control = dict(message.headers).get(CONTROL_HEADER)
-            if control is not None:
-                await self._control(control.decode(), orjson.loads(message.value))
-                return
+        headers = dict(message.headers) if message.headers else {}
+        control = headers.get(CONTROL_HEADER)
+        if control is not None:
+            await self._control(control.decode(), orjson.loads(message.value))
+            return
         self.metrics.records.inc()
         try:
+            project = record_project(headers.get(PROJECT_HEADER))
             trace_id, events, as_sent = parse_record(message.value, self.settings.max_record_bytes)
         except SchemaError as error:
             await self._dead_letter(message, str(error), "invalid")
@@ -218,13 +219,22 @@ class StreamWorker:
         now = time.time_ns()
         state = self.states.get(trace_id)
         if state is None:
-            state = self.states[trace_id] = TraceState(trace_id, message.partition)
+            state = self.states[trace_id] = TraceState(trace_id, message.partition, project)
+        elif state.project != project:
+            # A trace is delivered to its project's destination: events of another project
+            # (a clash of trace ids, or a client reusing another's) must not join it.
+            reason = (
+                f"trace {trace_id} belongs to {_named(state.project)}; this record comes from "
+                f"{_named(project)}"
+            )
+            await self._dead_letter(message, reason, "other_project")
+            return
         result = apply_events(state, events, len(value), now)
         self.metrics.events.inc(result.applied)
         self.metrics.duplicates.inc(result.duplicates)
         self.metrics.late_events.inc(result.late)
         if result.applied:
-            key = record_key(trace_id, message.partition, message.offset, now)
+            key = record_key(trace_id, message.partition, message.offset, now, project)
             state.records.append((key, value))
             await self._put(state.partition, key, value)
             if result.late:
@@ -415,9 +425,16 @@ class StreamWorker:
             reason[:500],
         )
         source = f"{message.topic}/{message.partition}/{message.offset}"
+        # The project header goes along as it came, so that a redrive stamps the record again.
+        project = [(n, v) for n, v in message.headers or () if n == PROJECT_HEADER]
         try:
             await self._write_dead_letter(
-                message.key, message.value, reason, kind, STREAM_STAGE, [(SOURCE_HEADER, source)]
+                message.key,
+                message.value,
+                reason,
+                kind,
+                STREAM_STAGE,
+                [(SOURCE_HEADER, source.encode()), *project],
             )
         except KafkaError as error:
             # Neither applied nor dead-lettered: it must be read again, so nothing after it may
@@ -432,15 +449,16 @@ class StreamWorker:
         reason: str,
         kind: str,
         stage: str,
-        headers: Sequence[tuple[str, str]] = (),
+        headers: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         await (
             await self.dead_letter_topic.send(
                 key=key,
                 value=value,
                 headers=[
-                    (name, text.encode())
-                    for name, text in [(REASON_HEADER, reason), (STAGE_HEADER, stage), *headers]
+                    (REASON_HEADER, reason.encode()),
+                    (STAGE_HEADER, stage.encode()),
+                    *headers,
                 ],
             )
         )
@@ -837,6 +855,10 @@ class StreamWorker:
         for partition, traces in unmarked.items():
             await self._send_control(control_topic(self.settings), partition, "close", traces)
         return marked
+
+
+def _named(project: str | None) -> str:
+    return "no project" if project is None else f"project {project!r}"
 
 
 def control_topic(settings: StreamSettings) -> str:

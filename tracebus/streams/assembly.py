@@ -55,6 +55,7 @@ _PASSED_ON = _OBSERVATION_FIELDS[
 # What a status mark holds: everything but the content (which the records hold).
 _STATUS_FIELDS = (
     "partition",
+    "project",
     "status",
     "revision",
     "completed_by",
@@ -116,6 +117,8 @@ class TraceState:
 
     trace_id: str
     partition: int
+    # The project its records were stamped with (None: no project); see `PROJECT_HEADER`.
+    project: str | None = None
     status: str = OPEN
     revision: int = 0
     completed_by: str | None = None
@@ -146,8 +149,8 @@ class TraceState:
 
 # -- table keys -------------------------------------------------------------------------------
 # A trace's entries share its id as prefix: `<id>` its status mark, `<id>/snapshot` its content
-# snapshot, `<id>/<partition>/<offset>/<received ns>` each record since the snapshot (the offset
-# zero-padded, so that the keys sort in arrival order).
+# snapshot, `<id>/<partition>/<offset>/<received ns>[/<project>]` each record since the snapshot
+# (the offset zero-padded, so that the keys sort in arrival order).
 
 _ID_LENGTH = 32
 
@@ -160,8 +163,11 @@ def snapshot_key(trace_id: str) -> bytes:
     return b"%s/snapshot" % trace_id.encode()
 
 
-def record_key(trace_id: str, partition: int, offset: int, received_ns: int) -> bytes:
-    return b"%s/%d/%020d/%d" % (trace_id.encode(), partition, offset, received_ns)
+def record_key(
+    trace_id: str, partition: int, offset: int, received_ns: int, project: str | None
+) -> bytes:
+    key = b"%s/%d/%020d/%d" % (trace_id.encode(), partition, offset, received_ns)
+    return key if project is None else b"%s/%s" % (key, project.encode())
 
 
 def rebuild(
@@ -185,12 +191,15 @@ def rebuild(
             else:
                 records.append((key, value))
         records.sort()
-        partition = int(records[0][0].split(b"/")[1]) if records else 0
-        state = TraceState(trace_id, partition)
+        state = TraceState(trace_id, 0)
+        if records:
+            _, partition, _, _, *project = records[0][0].split(b"/", 4)
+            state.partition = int(partition)
+            state.project = project[0].decode() if project else None
         if snapshot is not None:
             _restore_snapshot(state, snapshot)
         for key, value in records:
-            received_ns = int(key.rsplit(b"/", 1)[1])
+            received_ns = int(key.split(b"/", 4)[3])
             events = orjson.loads(value)["events"]
             if apply_events(state, events, len(value), received_ns).applied:
                 state.records.append((key, value))
@@ -300,6 +309,7 @@ def _restore_snapshot(state: TraceState, snapshot: bytes) -> None:
     data = orjson.loads(snapshot)
     state.snapshot = snapshot
     state.partition = data["partition"]
+    state.project = data["project"]
     state.seen = set(data["seen"])
     state.first_event_ns, state.last_event_ns = data["first_event_ns"], data["last_event_ns"]
     state.size = data["size"]
@@ -311,6 +321,7 @@ def _take_snapshot(state: TraceState, content: Content) -> list[bytes]:
     state.snapshot = orjson.dumps(
         {
             "partition": state.partition,
+            "project": state.project,
             "seen": list(state.seen),
             "first_event_ns": state.first_event_ns,
             "last_event_ns": state.last_event_ns,
@@ -433,6 +444,7 @@ def build_documents(
     envelope = {
         "schema_version": 1,
         "trace_id": state.trace_id,
+        "project": state.project,
         "revision": revision,
         "completed_by": str(completed_by),
         "published_at_unix_nano": now_ns,
@@ -496,6 +508,8 @@ class _PartScores:
         ]
 
 
+# Envelope fields a document leaves out when they are None (pydantic's `exclude_none`).
+_OPTIONAL_ENVELOPE_FIELDS = ("project", "root_observation_id")
 # Room left in a measured document for its part numbers, which change as chunks are halved.
 _NUMBERS_ROOM = 64
 
@@ -515,8 +529,9 @@ def _document(
         "ancestors": _ancestors(chunk, placement),
         "scores": scores,
     }
-    if body["root_observation_id"] is None:
-        del body["root_observation_id"]
+    for optional in _OPTIONAL_ENVELOPE_FIELDS:
+        if body[optional] is None:
+            del body[optional]
     return body
 
 
