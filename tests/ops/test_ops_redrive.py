@@ -65,6 +65,15 @@ def test_targets_keep_the_key_and_source_partition_and_mark_the_origin(
     stream = target_of(read_back(stream_letter(kafka, "t", 2, 5), 12), kafka, partitions)
     assert stream == Target(kafka.events_topic, 2, [("tracebus-redriven-from", b"12")])
 
+    # The record's project, which the stream's dead letter kept, stamps it again.
+    of_shop = stream_letter(kafka, "t", 2, 5)
+    of_shop.headers.append(("tracebus-project", b"shop"))
+    assert target_of(read_back(of_shop, 13), kafka, partitions) == Target(
+        kafka.events_topic,
+        2,
+        [("tracebus-redriven-from", b"13"), ("tracebus-project", b"shop")],
+    )
+
     sink = target_of(read_back(sink_letter(kafka, "langfuse", "t", 3, 9), 4, 1), kafka, partitions)
     assert sink == Target(
         kafka.traces_topic,

@@ -58,7 +58,7 @@ def gateway(
             envvar="TRACEBUS_API_KEYS_FILE",
             exists=True,
             dir_okay=False,
-            help="TOML file of [projects.<name>] tables with keys = [...]. Keys can also come "
+            help="TOML file of \\[projects.<name>] tables with keys = \\[...]. Keys can also come "
             "from TRACEBUS_API_KEYS=project=key,project=key (never a flag: it would show in ps).",
             rich_help_panel=GATEWAY_PANEL,
         ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
     from tracebus.sinks.runtime import DeliveryRuntime
 
 DESTINATION_PANEL = "Destination"
+DEFAULT_LANGFUSE_HOST = "https://cloud.langfuse.com"
+DEFAULT_LANGSMITH_ENDPOINT = "https://api.smith.langchain.com"
+DEFAULT_LANGSMITH_PROJECT = "tracebus"
 
 
 class Destination(StrEnum):
@@ -57,7 +61,7 @@ def sink(
     ] = Path("tracebus-data/traces"),
     langfuse_host: Annotated[
         str, _option("TRACEBUS_LANGFUSE_HOST", "Langfuse base URL.")
-    ] = "https://cloud.langfuse.com",
+    ] = DEFAULT_LANGFUSE_HOST,
     langfuse_public_key: Annotated[
         str | None, _option("TRACEBUS_LANGFUSE_PUBLIC_KEY", "Langfuse public key.")
     ] = None,
@@ -66,13 +70,23 @@ def sink(
     ] = None,
     langsmith_endpoint: Annotated[
         str, _option("TRACEBUS_LANGSMITH_ENDPOINT", "LangSmith API URL.")
-    ] = "https://api.smith.langchain.com",
+    ] = DEFAULT_LANGSMITH_ENDPOINT,
     langsmith_api_key: Annotated[
         str | None, _option("TRACEBUS_LANGSMITH_API_KEY", "LangSmith API key.")
     ] = None,
     langsmith_project: Annotated[
         str, _option("TRACEBUS_LANGSMITH_PROJECT", "LangSmith project (session) name.")
-    ] = "tracebus",
+    ] = DEFAULT_LANGSMITH_PROJECT,
+    routes: Annotated[
+        Path | None,
+        _option(
+            "TRACEBUS_ROUTES_FILE",
+            "TOML file of per-project destinations: \\[projects.NAME] tables of the settings "
+            "above (langfuse_public_key = ..., langsmith_project = ...) that the project's "
+            "traces use instead. Traces of other projects go to the destination above, or are "
+            "dead-lettered when it has no credentials.",
+        ),
+    ] = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(envvar="TRACEBUS_METRICS_PORT", help="Serve Prometheus metrics here."),
@@ -84,6 +98,14 @@ def sink(
     after delivery, so stopping or crashing re-delivers instead of losing; destinations see
     each trace once (deterministic ids). Batching, retry and back-off settings come from
     TRACEBUS_* variables: see tracebus.sinks.SinkSettings.
+
+    Example, each project's traces to its own Langfuse project:
+
+        tracebus sink langfuse --routes routes.toml
+
+    with routes.toml holding \\[projects.shop] langfuse_public_key = "pk-lf-...",
+    langfuse_secret_key = "sk-lf-..." (the project is the one the gateway's API key, or the
+    producer's TRACEBUS_PROJECT, stamped on the trace's records).
     """
     settings = build_settings(
         SinkSettings,
@@ -92,9 +114,7 @@ def sink(
         dead_letter_topic=dead_letter_topic,
         metrics_port=metrics_port,
     )
-    exporter = _exporter(
-        destination,
-        out,
+    options = DestinationOptions(
         langfuse_host,
         langfuse_public_key,
         langfuse_secret_key,
@@ -102,6 +122,7 @@ def sink(
         langsmith_api_key,
         langsmith_project,
     )
+    exporter = _exporter(destination, out, options, routes)
     require_broker(settings.bootstrap_servers, timeout)
     from tracebus.observability import serve_metrics
     from tracebus.sinks.runtime import DeliveryRuntime
@@ -115,49 +136,91 @@ def sink(
     console.print(f"sink {destination} stopped")
 
 
+@dataclass(frozen=True)
+class DestinationOptions:
+    """Where and as whom a sink delivers; a route replaces some of them for its project."""
+
+    langfuse_host: str = DEFAULT_LANGFUSE_HOST
+    langfuse_public_key: str | None = None
+    langfuse_secret_key: str | None = None
+    langsmith_endpoint: str = DEFAULT_LANGSMITH_ENDPOINT
+    langsmith_api_key: str | None = None
+    langsmith_project: str = DEFAULT_LANGSMITH_PROJECT
+
+    def missing(self, destination: Destination) -> list[str]:
+        """The credentials `destination` needs that these options lack."""
+        if destination is Destination.LANGFUSE:
+            needed = ["langfuse_public_key", "langfuse_secret_key"]
+        elif destination is Destination.LANGSMITH:
+            needed = ["langsmith_api_key"]
+        else:
+            needed = []
+        return [name for name in needed if not getattr(self, name)]
+
+
+ROUTE_SETTINGS = frozenset(field.name for field in fields(DestinationOptions))
+
+
 def exporter_from_environment(destination: Destination, out: Path) -> Exporter:
-    """The destination's exporter with credentials from TRACEBUS_* variables."""
+    """The destination's exporter with credentials and routes from TRACEBUS_* variables."""
     env = os.environ
-    return _exporter(
-        destination,
-        out,
-        env.get("TRACEBUS_LANGFUSE_HOST", "https://cloud.langfuse.com"),
-        env.get("TRACEBUS_LANGFUSE_PUBLIC_KEY"),
-        env.get("TRACEBUS_LANGFUSE_SECRET_KEY"),
-        env.get("TRACEBUS_LANGSMITH_ENDPOINT", "https://api.smith.langchain.com"),
-        env.get("TRACEBUS_LANGSMITH_API_KEY"),
-        env.get("TRACEBUS_LANGSMITH_PROJECT", "tracebus"),
+    options = DestinationOptions(
+        **{
+            name: env[variable]
+            for name in ROUTE_SETTINGS
+            if (variable := f"TRACEBUS_{name.upper()}") in env
+        }
     )
+    routes = env.get("TRACEBUS_ROUTES_FILE")
+    return _exporter(destination, out, options, Path(routes) if routes else None)
 
 
 def _exporter(
-    destination: Destination,
-    out: Path,
-    langfuse_host: str,
-    langfuse_public_key: str | None,
-    langfuse_secret_key: str | None,
-    langsmith_endpoint: str,
-    langsmith_api_key: str | None,
-    langsmith_project: str,
+    destination: Destination, out: Path, options: DestinationOptions, routes_file: Path | None
 ) -> Exporter:
     if destination is Destination.JSONL:
         from tracebus.sinks.jsonl import JsonlExporter
 
-        return JsonlExporter(out)
+        return JsonlExporter(out)  # one archive of every project: documents name theirs
+    if routes_file is None:
+        return _destination(destination, options)
+    from tracebus.sinks.routing import RoutedExporter, RoutesError, load_routes
+
+    try:
+        routes = load_routes(routes_file, ROUTE_SETTINGS)
+    except RoutesError as error:
+        fail(str(error), ExitCode.USAGE)
+    default = None if options.missing(destination) else _destination(destination, options)
+    return RoutedExporter(
+        destination.value,
+        {
+            project: _destination(destination, replace(options, **route), f"project {project}")
+            for project, route in routes.items()
+        },
+        default,
+    )
+
+
+def _destination(
+    destination: Destination, options: DestinationOptions, whose: str = "the sink"
+) -> Exporter:
+    missing = options.missing(destination)
+    if missing:
+        variables = " and ".join(f"TRACEBUS_{name.upper()}" for name in missing)
+        fail(f"{whose}: {destination} needs {variables}", ExitCode.USAGE)
     if destination is Destination.LANGFUSE:
-        if not (langfuse_public_key and langfuse_secret_key):
-            fail(
-                "langfuse needs TRACEBUS_LANGFUSE_PUBLIC_KEY and TRACEBUS_LANGFUSE_SECRET_KEY",
-                ExitCode.USAGE,
-            )
         from tracebus.sinks.langfuse import LangfuseExporter
 
-        return LangfuseExporter(langfuse_host, langfuse_public_key, langfuse_secret_key)
-    if not langsmith_api_key:
-        fail("langsmith needs TRACEBUS_LANGSMITH_API_KEY", ExitCode.USAGE)
+        assert options.langfuse_public_key and options.langfuse_secret_key
+        return LangfuseExporter(
+            options.langfuse_host, options.langfuse_public_key, options.langfuse_secret_key
+        )
     from tracebus.sinks.langsmith import LangSmithExporter
 
-    return LangSmithExporter(langsmith_endpoint, langsmith_api_key, project=langsmith_project)
+    assert options.langsmith_api_key
+    return LangSmithExporter(
+        options.langsmith_endpoint, options.langsmith_api_key, project=options.langsmith_project
+    )
 
 
 async def _run_until_signalled(runtime: DeliveryRuntime) -> None:

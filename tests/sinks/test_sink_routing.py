@@ -1,0 +1,172 @@
+"""A sink delivers each trace to its project's destination (a routes file), the others to its
+own destination, or dead-letters them when it has none: real workers, real broker, stand-ins
+that accept only their own project's credentials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import consume, eventually, fresh_settings
+from sink_helpers import SinkProcess, document, publish
+from standins.langfuse import LangfuseStandIn
+from standins.langsmith import LangSmithStandIn
+from typer.testing import CliRunner
+
+from tracebus.cli.main import app as cli
+from tracebus.cli.sink import ROUTE_SETTINGS
+from tracebus.kafka import EmbeddedBroker
+from tracebus.schemas import TraceDocument
+from tracebus.sinks.routing import RoutesError, load_routes
+
+
+def of_project(name: str, project: str | None) -> TraceDocument:
+    return document(name).model_copy(update={"project": project})
+
+
+def routes_file(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def langfuse_route(project: str, standin: LangfuseStandIn) -> str:
+    return (
+        f"[projects.{project}]\n"
+        f'langfuse_host = "{standin.url}"\n'
+        f'langfuse_public_key = "{standin.public_key}"\n'
+        f'langfuse_secret_key = "{standin.secret_key}"\n'
+    )
+
+
+def delivered(standin: LangfuseStandIn) -> set[str]:
+    return {span.key.trace_id for span in standin.spans}
+
+
+def test_each_projects_traces_reach_its_own_langfuse_project_and_the_rest_the_sinks_own(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    settings = fresh_settings(broker.bootstrap_servers)
+    shop = [of_project(f"shop-{i}", "shop") for i in range(3)]
+    ops = [of_project(f"ops-{i}", "ops") for i in range(2)]
+    rest = [of_project("unlisted", "billing"), of_project("no-project", None)]
+    with (
+        LangfuseStandIn("pk-shop", "sk-shop") as shop_standin,
+        LangfuseStandIn("pk-ops", "sk-ops") as ops_standin,
+        LangfuseStandIn("pk-own", "sk-own") as own_standin,
+    ):
+        routes = routes_file(
+            tmp_path / "routes.toml",
+            langfuse_route("shop", shop_standin) + langfuse_route("ops", ops_standin),
+        )
+        publish(settings, [*shop, *rest, *ops])  # one batch mixes every project
+        worker = SinkProcess(
+            "langfuse",
+            settings,
+            tmp_path,
+            TRACEBUS_LANGFUSE_HOST=own_standin.url,
+            TRACEBUS_LANGFUSE_PUBLIC_KEY="pk-own",
+            TRACEBUS_LANGFUSE_SECRET_KEY="sk-own",
+            TRACEBUS_ROUTES_FILE=str(routes),
+            TRACEBUS_LINGER_MS="500",
+        )
+        try:
+            standins = (shop_standin, ops_standin, own_standin)
+            eventually(lambda: sum(len(delivered(s)) for s in standins) == 7, 60, "all 7 traces")
+        finally:
+            assert worker.stop() == 0, worker.log_tail()
+    assert delivered(shop_standin) == {d.trace_id for d in shop}
+    assert delivered(ops_standin) == {d.trace_id for d in ops}
+    assert delivered(own_standin) == {d.trace_id for d in rest}
+    # Each stand-in refuses other credentials: no request needed another project's keys.
+    assert all(r.status == 200 for s in standins for r in s.requests)
+
+
+def test_traces_of_a_project_without_a_destination_are_dead_lettered_and_the_others_delivered(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    settings = fresh_settings(broker.bootstrap_servers)
+    shop = [of_project(f"shop-{i}", "shop") for i in range(4)]
+    unrouted = [of_project("ops", "ops"), of_project("none", None)]
+    with LangfuseStandIn("pk-shop", "sk-shop") as standin:
+        routes = routes_file(tmp_path / "routes.toml", langfuse_route("shop", standin))
+        publish(settings, [shop[0], unrouted[0], *shop[1:3], unrouted[1], shop[3]])
+        worker = SinkProcess(
+            "langfuse",
+            settings,
+            tmp_path,
+            TRACEBUS_ROUTES_FILE=str(routes),
+            TRACEBUS_LINGER_MS="500",
+        )
+        try:
+            letters = consume(
+                settings.bootstrap_servers,
+                settings.dead_letter_topic,
+                lambda records: len(records) >= 2,
+                timeout=60,
+            )
+            eventually(lambda: delivered(standin) == {d.trace_id for d in shop}, 30, "shop's")
+        finally:
+            assert worker.stop() == 0, worker.log_tail()
+    reasons = {r.key.decode(): dict(r.headers)["tracebus-reason"].decode() for r in letters}
+    assert reasons == {
+        unrouted[0].trace_id: "no destination for traces of project 'ops': the routes file "
+        "names no such project and the sink has no destination of its own",
+        unrouted[1].trace_id: "no destination for traces of no project: the routes file "
+        "names no such project and the sink has no destination of its own",
+    }
+
+
+def test_a_langsmith_route_names_the_projects_own_langsmith_project(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    settings = fresh_settings(broker.bootstrap_servers)
+    shop, plain = of_project("shop-trace", "shop"), of_project("plain-trace", None)
+    with LangSmithStandIn() as standin:
+        routes = routes_file(
+            tmp_path / "routes.toml", '[projects.shop]\nlangsmith_project = "shop-runs"\n'
+        )
+        publish(settings, [shop, plain])
+        worker = SinkProcess(
+            "langsmith",
+            settings,
+            tmp_path,
+            TRACEBUS_LANGSMITH_ENDPOINT=standin.url,
+            TRACEBUS_LANGSMITH_API_KEY=standin.api_key,
+            TRACEBUS_LANGSMITH_PROJECT="everything-else",
+            TRACEBUS_ROUTES_FILE=str(routes),
+        )
+        try:
+            eventually(lambda: len(standin.runs) == 2, 60, "both root runs")
+        finally:
+            assert worker.stop() == 0, worker.log_tail()
+    sessions = {run["name"]: run["session_name"] for run in standin.runs.values()}
+    assert sessions == {"shop-trace": "shop-runs", "plain-trace": "everything-else"}
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[projects.shop]\nlangfuse_secret = 'x'\n", "projects.shop: unknown ['langfuse_secret']"),
+        ("[projects.shop]\nlangfuse_public_key = 3\n", "every setting must be a string"),
+        ("[projects]\n", "expected only [projects.<name>] tables"),
+        ("routes = 1\n[projects.shop]\nlangsmith_project = 'x'\n", "expected only"),
+        ("[projects.shop\n", "cannot read routes file"),
+    ],
+)
+def test_a_routes_file_that_cannot_be_used_is_refused_with_the_reason(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    path = routes_file(tmp_path / "routes.toml", text)
+    with pytest.raises(RoutesError) as refused:
+        load_routes(path, ROUTE_SETTINGS)
+    assert problem in str(refused.value)
+    result = CliRunner().invoke(cli, ["sink", "langfuse", "--routes", str(path)])
+    assert result.exit_code == 2
+    assert problem in " ".join(result.output.split())
+
+
+def test_a_route_without_the_credentials_its_destination_needs_is_refused(tmp_path: Path) -> None:
+    path = routes_file(tmp_path / "routes.toml", "[projects.shop]\nlangsmith_project = 'x'\n")
+    result = CliRunner().invoke(cli, ["sink", "langfuse", "--routes", str(path)])
+    assert result.exit_code == 2
+    assert "project shop: langfuse needs TRACEBUS_LANGFUSE_PUBLIC_KEY and" in result.output
