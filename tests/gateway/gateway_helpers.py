@@ -29,12 +29,20 @@ LANGFUSE_SECRET_KEY = "sk-lf-gateway"
 
 class GatewayProcess(CliWorker):
     """`tracebus gateway` on a free port, accepting `API_KEY` and the Langfuse key pair
-    `LANGFUSE_PUBLIC_KEY:LANGFUSE_SECRET_KEY` for project `PROJECT`."""
+    `LANGFUSE_PUBLIC_KEY:LANGFUSE_SECRET_KEY` for project `PROJECT`, and `more_keys`
+    (`project=key` pairs)."""
 
-    def __init__(self, settings: KafkaSettings, log_dir: Path, **environment: str) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        log_dir: Path,
+        more_keys: Iterable[str] = (),
+        **environment: str,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        keys = f"{PROJECT}={API_KEY},{PROJECT}={LANGFUSE_PUBLIC_KEY}:{LANGFUSE_SECRET_KEY}"
+        own = [f"{PROJECT}={API_KEY}", f"{PROJECT}={LANGFUSE_PUBLIC_KEY}:{LANGFUSE_SECRET_KEY}"]
+        keys = ",".join([*own, *more_keys])
         super().__init__(
             ["gateway", "--host", "127.0.0.1", "--port", str(self.port)],
             {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import eventually, fresh_settings
-from gateway_helpers import API_KEY, GatewayProcess
+from gateway_helpers import API_KEY, PROJECT, GatewayProcess
 from langfuse import Langfuse, propagate_attributes
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -27,6 +27,8 @@ from tracebus.kafka import EmbeddedBroker
 from tracebus.schemas import TraceDocument
 
 STANDIN_PUBLIC_KEY, STANDIN_SECRET_KEY = "pk-lf-standin", "sk-lf-standin"
+# A second project, whose traces the Langfuse sink routes to a Langfuse project of its own.
+OPS_API_KEY, OPS_PUBLIC_KEY, OPS_SECRET_KEY = "tb-ops-secret", "pk-lf-ops", "sk-lf-ops"
 # The gateway takes an API key as the Basic password too, so this pair needs no key of its own;
 # a public key no other test uses keeps the langfuse SDK's per-key singleton to this module.
 SDK_PUBLIC_KEY = "pk-lf-otlp-sdks"
@@ -37,6 +39,7 @@ class Pipeline:
     settings: KafkaSettings
     gateway: GatewayProcess
     langfuse: LangfuseStandIn
+    ops_langfuse: LangfuseStandIn
 
     def document(self, trace_id: str) -> TraceDocument:
         """The trace as the stream published it (its latest revision)."""
@@ -50,8 +53,16 @@ def pipeline(
 ) -> Iterator[Pipeline]:
     settings = fresh_settings(broker.bootstrap_servers)
     logs: Path = tmp_path_factory.mktemp("otlp-sdks")
-    with LangfuseStandIn(STANDIN_PUBLIC_KEY, STANDIN_SECRET_KEY) as langfuse:
-        gateway = GatewayProcess(settings, logs)
+    with (
+        LangfuseStandIn(STANDIN_PUBLIC_KEY, STANDIN_SECRET_KEY) as langfuse,
+        LangfuseStandIn(OPS_PUBLIC_KEY, OPS_SECRET_KEY) as ops_langfuse,
+    ):
+        routes = logs / "routes.toml"
+        routes.write_text(
+            f'[projects.ops]\nlangfuse_host = "{ops_langfuse.url}"\n'
+            f'langfuse_public_key = "{OPS_PUBLIC_KEY}"\nlangfuse_secret_key = "{OPS_SECRET_KEY}"\n'
+        )
+        gateway = GatewayProcess(settings, logs, [f"ops={OPS_API_KEY}"])
         workers = [
             gateway,
             WorkerProcess(settings, logs),
@@ -62,10 +73,11 @@ def pipeline(
                 TRACEBUS_LANGFUSE_HOST=langfuse.url,
                 TRACEBUS_LANGFUSE_PUBLIC_KEY=STANDIN_PUBLIC_KEY,
                 TRACEBUS_LANGFUSE_SECRET_KEY=STANDIN_SECRET_KEY,
+                TRACEBUS_ROUTES_FILE=str(routes),
             ),
         ]
         try:
-            yield Pipeline(settings, gateway, langfuse)
+            yield Pipeline(settings, gateway, langfuse, ops_langfuse)
         finally:
             codes = [worker.stop() for worker in workers]
         assert codes == [0, 0, 0], [worker.log_tail() for worker in workers]
@@ -214,3 +226,34 @@ def test_a_langfuse_sdk_trace_reaches_langfuse_through_tracebus_as_the_sdk_sent_
     assert delivered.json("langfuse.observation.cost_details") == pytest.approx(cost_details)
     assert delivered.attributes["user.id"] == "u-7"
     assert delivered.attributes["langfuse.environment"] == "staging"
+
+
+def test_each_api_keys_project_reaches_the_langfuse_project_its_route_names(
+    pipeline: Pipeline,
+) -> None:
+    trace_ids = {}
+    for api_key in (API_KEY, OPS_API_KEY):
+        provider = TracerProvider()
+        exporter = OTLPSpanExporter(
+            endpoint=f"{pipeline.gateway.url}/v1/traces", headers={"x-api-key": api_key}
+        )
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        with provider.get_tracer("routing").start_as_current_span(f"of-{api_key}") as root:
+            pass
+        provider.shutdown()
+        trace_ids[api_key] = format(root.get_span_context().trace_id, "032x")
+
+    assert pipeline.document(trace_ids[API_KEY]).project == PROJECT
+    assert pipeline.document(trace_ids[OPS_API_KEY]).project == "ops"
+
+    def trace_ids_at(standin: LangfuseStandIn) -> set[str]:
+        return {s.trace_id for s in standin.spans} & set(trace_ids.values())
+
+    eventually(
+        lambda: (
+            trace_ids_at(pipeline.langfuse) == {trace_ids[API_KEY]}
+            and trace_ids_at(pipeline.ops_langfuse) == {trace_ids[OPS_API_KEY]}
+        ),
+        60,
+        "each trace at its own project's stand-in",
+    )
