@@ -426,7 +426,8 @@ class StreamWorker:
         )
         source = f"{message.topic}/{message.partition}/{message.offset}"
         # The project header goes along as it came, so that a redrive stamps the record again.
-        project = [(n, v) for n, v in message.headers or () if n == PROJECT_HEADER]
+        project = dict(message.headers or ()).get(PROJECT_HEADER)
+        stamped = [] if project is None else [(PROJECT_HEADER, project)]
         try:
             await self._write_dead_letter(
                 message.key,
@@ -434,7 +435,7 @@ class StreamWorker:
                 reason,
                 kind,
                 STREAM_STAGE,
-                [(SOURCE_HEADER, source.encode()), *project],
+                [(SOURCE_HEADER, source.encode()), *stamped],
             )
         except KafkaError as error:
             # Neither applied nor dead-lettered: it must be read again, so nothing after it may

@@ -309,7 +309,7 @@ def _restore_snapshot(state: TraceState, snapshot: bytes) -> None:
     data = orjson.loads(snapshot)
     state.snapshot = snapshot
     state.partition = data["partition"]
-    state.project = data["project"]
+    state.project = data.get("project")  # snapshots written before projects have none
     state.seen = set(data["seen"])
     state.first_event_ns, state.last_event_ns = data["first_event_ns"], data["last_event_ns"]
     state.size = data["size"]
