@@ -6,7 +6,9 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from conftest import consume
+from standins.langfuse import LangfuseStandIn
 from workers import CliWorker
 
 from tracebus.config import KafkaSettings
@@ -63,6 +65,18 @@ def publish(settings: KafkaSettings, documents: list[TraceDocument]) -> None:
             await producer.stop()
 
     asyncio.run(send())
+
+
+def delivered_traces(standin: LangfuseStandIn) -> set[str]:
+    """The traces a Langfuse stand-in has spans of."""
+    return {span.key.trace_id for span in standin.spans}
+
+
+def dead_letters(settings: KafkaSettings, count: int) -> list[ConsumerRecord]:
+    """The first `count` records of the dead-letter topic, once it has them."""
+    return consume(
+        settings.bootstrap_servers, settings.dead_letter_topic, lambda r: len(r) >= count, 60
+    )
 
 
 def sink_group(settings: KafkaSettings) -> str:

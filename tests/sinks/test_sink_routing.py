@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import consume, eventually, fresh_settings
-from sink_helpers import SinkProcess, document, publish
+from conftest import eventually, fresh_settings
+from sink_helpers import SinkProcess, dead_letters, delivered_traces, document, publish
 from standins.langfuse import LangfuseStandIn
 from standins.langsmith import LangSmithStandIn
 from typer.testing import CliRunner
@@ -36,10 +36,6 @@ def langfuse_route(project: str, standin: LangfuseStandIn) -> str:
         f'langfuse_public_key = "{standin.public_key}"\n'
         f'langfuse_secret_key = "{standin.secret_key}"\n'
     )
-
-
-def delivered(standin: LangfuseStandIn) -> set[str]:
-    return {span.key.trace_id for span in standin.spans}
 
 
 def test_each_projects_traces_reach_its_own_langfuse_project_and_the_rest_the_sinks_own(
@@ -71,12 +67,14 @@ def test_each_projects_traces_reach_its_own_langfuse_project_and_the_rest_the_si
         )
         try:
             standins = (shop_standin, ops_standin, own_standin)
-            eventually(lambda: sum(len(delivered(s)) for s in standins) == 7, 60, "all 7 traces")
+            eventually(
+                lambda: sum(len(delivered_traces(s)) for s in standins) == 7, 60, "all 7 traces"
+            )
         finally:
             assert worker.stop() == 0, worker.log_tail()
-    assert delivered(shop_standin) == {d.trace_id for d in shop}
-    assert delivered(ops_standin) == {d.trace_id for d in ops}
-    assert delivered(own_standin) == {d.trace_id for d in rest}
+    assert delivered_traces(shop_standin) == {d.trace_id for d in shop}
+    assert delivered_traces(ops_standin) == {d.trace_id for d in ops}
+    assert delivered_traces(own_standin) == {d.trace_id for d in rest}
     # Each stand-in refuses other credentials: no request needed another project's keys.
     assert all(r.status == 200 for s in standins for r in s.requests)
 
@@ -98,13 +96,9 @@ def test_traces_of_a_project_without_a_destination_are_dead_lettered_and_the_oth
             TRACEBUS_LINGER_MS="500",
         )
         try:
-            letters = consume(
-                settings.bootstrap_servers,
-                settings.dead_letter_topic,
-                lambda records: len(records) >= 2,
-                timeout=60,
-            )
-            eventually(lambda: delivered(standin) == {d.trace_id for d in shop}, 30, "shop's")
+            letters = dead_letters(settings, 2)
+            shops = {d.trace_id for d in shop}
+            eventually(lambda: delivered_traces(standin) == shops, 30, "shop's traces")
         finally:
             assert worker.stop() == 0, worker.log_tail()
     reasons = {r.key.decode(): dict(r.headers)["tracebus-reason"].decode() for r in letters}

@@ -7,8 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from conftest import consume, eventually, fresh_settings
-from sink_helpers import SinkProcess, document, publish
+from conftest import eventually, fresh_settings
+from sink_helpers import SinkProcess, dead_letters, delivered_traces, document, publish
 from standins.langfuse import LangfuseStandIn
 
 from tracebus.kafka import EmbeddedBroker
@@ -18,10 +18,6 @@ KEYS = {"TRACEBUS_LANGFUSE_PUBLIC_KEY": "pk-lf-test", "TRACEBUS_LANGFUSE_SECRET_
 
 def langfuse_env(standin: LangfuseStandIn, **extra: str) -> dict[str, str]:
     return {**KEYS, "TRACEBUS_LANGFUSE_HOST": standin.url, **extra}
-
-
-def delivered_traces(standin: LangfuseStandIn) -> set[str]:
-    return {span.key.trace_id for span in standin.spans}
 
 
 def test_jsonl_sink_writes_every_trace_once_and_keeps_the_highest_revision(
@@ -99,12 +95,7 @@ def test_a_batch_too_large_is_bisected_and_only_the_offender_dead_lettered(
             **langfuse_env(standin, TRACEBUS_LINGER_MS="1000"),
         )
         try:
-            letters = consume(
-                settings.bootstrap_servers,
-                settings.dead_letter_topic,
-                lambda r: len(r) >= 1,
-                timeout=60,
-            )
+            letters = dead_letters(settings, 1)
             eventually(
                 lambda: delivered_traces(standin) == {d.trace_id for d in small},
                 30,
@@ -130,12 +121,7 @@ def test_a_permanent_error_dead_letters_the_batch_with_the_response(
         publish(settings, [rejected])
         worker = SinkProcess("langfuse", settings, tmp_path, **langfuse_env(standin))
         try:
-            [letter] = consume(
-                settings.bootstrap_servers,
-                settings.dead_letter_topic,
-                lambda r: len(r) >= 1,
-                timeout=60,
-            )
+            [letter] = dead_letters(settings, 1)
             later = document("later")
             publish(settings, [later])
             eventually(lambda: later.trace_id in delivered_traces(standin), 30, "the next trace")
