@@ -443,6 +443,17 @@ def test_a_state_that_published_parts_is_rebuilt_from_its_snapshot_and_later_rec
     assert rebuilt.moved_out
 
 
+def test_a_rebuilt_trace_belongs_to_the_project_of_its_first_stamped_record() -> None:
+    trace_id, records = a_trace()
+    projects = [None, "shop", None]
+    entries = [
+        (record_key(trace_id, 3, offset, T0 + offset, project), value)
+        for offset, (project, value) in enumerate(zip(projects, records, strict=True))
+    ]
+    [rebuilt] = rebuild(entries).values()
+    assert rebuilt.project == "shop" and len(rebuilt.records) == 3
+
+
 def test_a_forgotten_trace_keeps_its_project_beside_its_revision() -> None:
     _, records = a_trace()
     live = assembled(records, "shop")

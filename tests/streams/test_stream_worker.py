@@ -311,23 +311,29 @@ def test_a_trace_names_the_project_its_records_were_stamped_with(
     }
 
 
-def test_a_record_of_another_project_is_dead_lettered_instead_of_joining_the_trace(
+def test_a_trace_takes_its_project_from_its_first_stamped_record_and_refuses_other_projects(
     stream: KafkaSettings,
 ) -> None:
     trace_id, root, intruder = new_trace_id(), new_observation_id(), new_observation_id()
+    helper = new_observation_id()
     key = trace_id.encode()
 
-    def stamped(project: bytes, *events: bytes) -> None:
-        send_raw(stream, [(key, encode_batch(trace_id, list(events)))], [(PROJECT_HEADER, project)])
+    def send(project: bytes | None, event: bytes) -> None:
+        headers = None if project is None else [(PROJECT_HEADER, project)]
+        send_raw(stream, [(key, encode_batch(trace_id, [event]))], headers)
 
-    stamped(b"shop", observation_event(trace_id, root))
-    stamped(b"ops", observation_event(trace_id, intruder, parent_observation_id=root))
-    stamped(b"\xff", observation_event(trace_id, new_observation_id()))
+    # A service writing to Kafka itself (no project) starts the trace; the gateway's records
+    # (a project) and the service's again make up the rest.
+    send(None, observation_event(trace_id, root))
+    send(b"shop", observation_event(trace_id, helper, parent_observation_id=root))
+    send(b"ops", observation_event(trace_id, intruder, parent_observation_id=root))
+    send(b"\xff", observation_event(trace_id, new_observation_id()))
     ended = 1_700_000_001_000_000_000
-    stamped(b"shop", observation_event(trace_id, root, end_time_unix_nano=ended))
+    send(b"shop", observation_event(trace_id, helper, end_time_unix_nano=ended))
+    send(None, observation_event(trace_id, root, end_time_unix_nano=ended))
     [document] = published(stream, trace_id)
     assert document.project == "shop"
-    assert [o.observation_id for o in document.observations] == [root]
+    assert {o.observation_id for o in document.observations} == {root, helper}
     letters = consume(
         stream.bootstrap_servers,
         stream.dead_letter_topic,
@@ -335,7 +341,7 @@ def test_a_record_of_another_project_is_dead_lettered_instead_of_joining_the_tra
     )
     other, undecodable = [dict(r.headers) for r in letters if r.key == key]
     assert other["tracebus-reason"].decode() == (
-        f"trace {trace_id} belongs to project 'shop'; this record comes from project 'ops'"
+        f"trace {trace_id} belongs to project 'shop', not 'ops'"
     )
     assert other[PROJECT_HEADER] == b"ops"  # a redrive stamps the record as it came
     assert undecodable["tracebus-reason"].decode() == (

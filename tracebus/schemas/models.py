@@ -23,7 +23,8 @@ from tracebus.schemas.ids import (
 SCHEMA_VERSION = 1
 # An events record's project, when it has one, travels in this header (UTF-8, 1-1000
 # characters): the gateway sets it from the API key, a producer from its settings. A trace
-# belongs to one project, and its documents name it (`TraceDocument.project`).
+# belongs to the project of its first stamped record, and its documents name it
+# (`TraceDocument.project`); records without one join any trace.
 PROJECT_HEADER = "tracebus-project"
 MAX_PROJECT_CHARS = 1000
 

@@ -115,8 +115,9 @@ class TraceDocument(_Strict):
     trace_id: TraceId
     project: ShortText | None = Field(
         None,
-        description="The project its events records were stamped with (their tracebus-project "
-        "header: the gateway's API key, or the producer's setting); sinks route by it.",
+        description="The project of its first events record stamped with one (the "
+        "tracebus-project header: the gateway's API key, or the producer's setting); records "
+        "of another project do not join the trace. Sinks route by it.",
     )
     revision: int = Field(ge=1, description="Increases when late observations re-publish.")
     part: int = Field(1, ge=1)

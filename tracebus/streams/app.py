@@ -220,13 +220,13 @@ class StreamWorker:
         state = self.states.get(trace_id)
         if state is None:
             state = self.states[trace_id] = TraceState(trace_id, message.partition, project)
-        elif state.project != project:
-            # A trace is delivered to its project's destination: events of another project
-            # (a clash of trace ids, or a client reusing another's) must not join it.
-            reason = (
-                f"trace {trace_id} belongs to {_named(state.project)}; this record comes from "
-                f"{_named(project)}"
-            )
+        elif project is not None and state.project not in (None, project):
+            # A trace is delivered to its project's destination: another project's events (a
+            # clash of trace ids, or a client reusing another's) must not join it. Records
+            # without a project come from producers with access to Kafka itself, not through
+            # the gateway: they join any trace, as a service instrumented with the SDK does in
+            # a trace that crosses services.
+            reason = f"trace {trace_id} belongs to project {state.project!r}, not {project!r}"
             await self._dead_letter(message, reason, "other_project")
             return
         result = apply_events(state, events, len(value), now)
@@ -234,11 +234,14 @@ class StreamWorker:
         self.metrics.duplicates.inc(result.duplicates)
         self.metrics.late_events.inc(result.late)
         if result.applied:
+            adopted = project is not None and state.project is None
+            if adopted:
+                state.project = project  # the trace's first stamped record names it
             key = record_key(trace_id, message.partition, message.offset, now, project)
             state.records.append((key, value))
             await self._put(state.partition, key, value)
-            if result.late:
-                await self._write_status(state)  # reopened
+            if result.late or adopted:
+                await self._write_status(state)  # reopened, or a status mark without project
         await self._publish_if_too_big(state, now)
         self._track(state)
 
@@ -856,10 +859,6 @@ class StreamWorker:
         for partition, traces in unmarked.items():
             await self._send_control(control_topic(self.settings), partition, "close", traces)
         return marked
-
-
-def _named(project: str | None) -> str:
-    return "no project" if project is None else f"project {project!r}"
 
 
 def control_topic(settings: StreamSettings) -> str:

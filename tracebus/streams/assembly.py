@@ -117,7 +117,7 @@ class TraceState:
 
     trace_id: str
     partition: int
-    # The project its records were stamped with (None: no project); see `PROJECT_HEADER`.
+    # The project of its first record stamped with one (None: none was); see `PROJECT_HEADER`.
     project: str | None = None
     status: str = OPEN
     revision: int = 0
@@ -191,18 +191,16 @@ def rebuild(
             else:
                 records.append((key, value))
         records.sort()
-        state = TraceState(trace_id, 0)
-        if records:
-            _, partition, _, _, *project = records[0][0].split(b"/", 4)
-            state.partition = int(partition)
-            state.project = project[0].decode() if project else None
+        state = TraceState(trace_id, int(records[0][0].split(b"/", 2)[1]) if records else 0)
         if snapshot is not None:
             _restore_snapshot(state, snapshot)
         for key, value in records:
-            received_ns = int(key.split(b"/", 4)[3])
+            _, _, _, received_ns, *project = key.split(b"/", 4)
             events = orjson.loads(value)["events"]
-            if apply_events(state, events, len(value), received_ns).applied:
+            if apply_events(state, events, len(value), int(received_ns)).applied:
                 state.records.append((key, value))
+                if project and state.project is None:
+                    state.project = project[0].decode()
         if mark is not None:
             state.apply_status_mark(mark)
         states[trace_id] = state
