@@ -163,4 +163,7 @@ def test_a_route_without_the_credentials_its_destination_needs_is_refused(tmp_pa
     path = routes_file(tmp_path / "routes.toml", "[projects.shop]\nlangsmith_project = 'x'\n")
     result = CliRunner().invoke(cli, ["sink", "langfuse", "--routes", str(path)])
     assert result.exit_code == 2
-    assert "project shop: langfuse needs TRACEBUS_LANGFUSE_PUBLIC_KEY and" in result.output
+    assert (
+        "project shop: langfuse needs langfuse_public_key and langfuse_secret_key in the routes "
+        "file" in " ".join(result.output.split())
+    )

@@ -194,7 +194,7 @@ def _exporter(
     return RoutedExporter(
         destination.value,
         {
-            project: _destination(destination, replace(options, **route), f"project {project}")
+            project: _destination(destination, replace(options, **route), project)
             for project, route in routes.items()
         },
         default,
@@ -202,12 +202,16 @@ def _exporter(
 
 
 def _destination(
-    destination: Destination, options: DestinationOptions, whose: str = "the sink"
+    destination: Destination, options: DestinationOptions, project: str | None = None
 ) -> Exporter:
+    """The exporter of the sink's own destination, or of `project`'s route."""
     missing = options.missing(destination)
-    if missing:
+    if missing and project is None:
         variables = " and ".join(f"TRACEBUS_{name.upper()}" for name in missing)
-        fail(f"{whose}: {destination} needs {variables}", ExitCode.USAGE)
+        fail(f"{destination} needs {variables}", ExitCode.USAGE)
+    if missing:
+        names = " and ".join(missing)
+        fail(f"project {project}: {destination} needs {names} in the routes file", ExitCode.USAGE)
     if destination is Destination.LANGFUSE:
         from tracebus.sinks.langfuse import LangfuseExporter
 
