@@ -110,6 +110,46 @@ def test_traces_of_a_project_without_a_destination_are_dead_lettered_and_the_oth
     }
 
 
+def test_one_projects_retries_and_rejections_leave_the_others_delivered(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    settings = fresh_settings(broker.bootstrap_servers)
+    shop = [of_project(f"shop-{i}", "shop") for i in range(3)]
+    huge = document("huge", input_value="x" * 400_000).model_copy(update={"project": "shop"})
+    ops = [of_project(f"ops-{i}", "ops") for i in range(3)]
+    with (
+        LangfuseStandIn("pk-shop", "sk-shop", max_body_bytes=200_000) as shop_standin,
+        LangfuseStandIn("pk-ops", "sk-ops") as ops_standin,
+    ):
+        shop_standin.fail_next(503, endpoint="traces")
+        routes = routes_file(
+            tmp_path / "routes.toml",
+            langfuse_route("shop", shop_standin) + langfuse_route("ops", ops_standin),
+        )
+        publish(settings, [*ops[:2], shop[0], huge, *shop[1:], ops[2]])
+        worker = SinkProcess(
+            "langfuse",
+            settings,
+            tmp_path,
+            TRACEBUS_ROUTES_FILE=str(routes),
+            TRACEBUS_LINGER_MS="1000",
+        )
+        try:
+            [letter] = dead_letters(settings, 1)
+            expected = {d.trace_id for d in shop}, {d.trace_id for d in ops}
+            eventually(
+                lambda: (delivered_traces(shop_standin), delivered_traces(ops_standin)) == expected,
+                30,
+                "every other trace at its project's stand-in",
+            )
+        finally:
+            assert worker.stop() == 0, worker.log_tail()
+    # The 503 retried the whole batch; the 413 was bisected down to the one trace.
+    assert shop_standin.requests[0].status == 503
+    assert letter.key == huge.trace_id.encode()
+    assert dict(letter.headers)["tracebus-status"] == b"413"
+
+
 def test_a_langsmith_route_names_the_projects_own_langsmith_project(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
