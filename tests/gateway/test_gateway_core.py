@@ -307,3 +307,12 @@ def test_the_command_refuses_to_start_without_keys_unless_anonymous_use_is_allow
     result = CliRunner().invoke(cli, ["gateway"], env={"TRACEBUS_API_KEYS": "shop"})
     assert result.exit_code == 2
     assert "API key entry 1 is not project=key" in result.output
+
+
+def test_a_project_name_records_could_not_carry_is_refused_at_start() -> None:
+    keys = f"shop=k1,{'p' * 1001}=k2"
+    result = CliRunner().invoke(cli, ["gateway"], env={"TRACEBUS_API_KEYS": keys})
+    assert result.exit_code == 2
+    assert "API key entry 2: a project name has at most 1000 characters" in " ".join(
+        result.output.split()
+    )
