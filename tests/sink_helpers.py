@@ -50,16 +50,23 @@ def document(name: str, revision: int = 1, input_value: object = None) -> TraceD
 
 
 def publish(settings: KafkaSettings, documents: list[TraceDocument]) -> None:
+    """Documents on the traces topic as records without headers, as from a stream before it
+    stamped their project: sinks then read the project from the document."""
+    send_records(
+        settings,
+        [(d.trace_id.encode(), d.model_dump_json(exclude_none=True).encode()) for d in documents],
+    )
+
+
+def send_records(settings: KafkaSettings, records: list[tuple[bytes, bytes]]) -> None:
+    """(key, value) records on the traces topic."""
+
     async def send() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
         await producer.start()
         try:
-            for d in documents:
-                await producer.send(
-                    settings.traces_topic,
-                    d.model_dump_json(exclude_none=True).encode(),
-                    key=d.trace_id.encode(),
-                )
+            for key, value in records:
+                await producer.send(settings.traces_topic, value, key=key)
             await producer.flush()
         finally:
             await producer.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -27,8 +28,25 @@ class Heartbeat:
         return self.age() < self.stale_after_s
 
 
+class Heartbeats:
+    """The heartbeats of several loops in one worker: as stale as the stalest."""
+
+    def __init__(self, beats: Sequence[Heartbeat]) -> None:
+        self._beats = list(beats)
+
+    def age(self) -> float:
+        return max(beat.age() for beat in self._beats)
+
+    @property
+    def alive(self) -> bool:
+        return all(beat.alive for beat in self._beats)
+
+
 def serve_metrics(
-    port: int, registry: CollectorRegistry, heartbeat: Heartbeat, host: str = "0.0.0.0"
+    port: int,
+    registry: CollectorRegistry,
+    heartbeat: Heartbeat | Heartbeats,
+    host: str = "0.0.0.0",
 ) -> ThreadingHTTPServer:
     """Serve `/metrics` (Prometheus text format) and `/healthz` (200 while the heartbeat is
     fresh, 503 when it is stale) from a daemon thread."""

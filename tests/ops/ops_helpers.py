@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry, start_http_server
 
 from tracebus.config import KafkaSettings
-from tracebus.sinks.metrics import SinkMetrics
+from tracebus.sinks.metrics import SinkMetricFamilies, SinkMetrics
 from tracebus.streams.metrics import StreamMetrics
 
 
@@ -154,7 +154,7 @@ def worker_registry() -> tuple[CollectorRegistry, StreamMetrics, SinkMetrics]:
     """One registry with a stream's and a Langfuse sink's metrics, as `tracebus up` could have."""
     registry = CollectorRegistry()
     stream = StreamMetrics(registry)
-    sink = SinkMetrics("langfuse", registry)
+    sink = SinkMetrics("langfuse", SinkMetricFamilies(registry))
     stream.records.inc(120)
     stream.dead_letters.labels("invalid").inc(2)
     stream.dead_letters.labels("internal").inc(1)

@@ -4,18 +4,31 @@ that accept only their own project's credentials."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from conftest import eventually, fresh_settings
-from sink_helpers import SinkProcess, dead_letters, delivered_traces, document, publish
+from sink_helpers import (
+    SinkProcess,
+    dead_letters,
+    delivered_traces,
+    document,
+    publish,
+    send_records,
+    sink_group,
+)
 from standins.langfuse import LangfuseStandIn
 from standins.langsmith import LangSmithStandIn
+from streams.stream_helpers import metric
 from typer.testing import CliRunner
 
 from tracebus.cli.main import app as cli
 from tracebus.cli.sink import ROUTE_SETTINGS
+from tracebus.config import KafkaSettings
 from tracebus.kafka import EmbeddedBroker
+from tracebus.kafka.broker import free_port
+from tracebus.ops import group_statuses, list_dead_letters
 from tracebus.schemas import TraceDocument
 from tracebus.sinks.routing import RoutesError, load_routes
 
@@ -27,6 +40,27 @@ def of_project(name: str, project: str | None) -> TraceDocument:
 def routes_file(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def caught_up(settings: KafkaSettings, *projects: str | None) -> bool:
+    """Whether the sink's group of each project's route (None: its own) has read everything."""
+    groups = [
+        sink_group(settings) + ("" if project is None else f".{project}") for project in projects
+    ]
+    statuses = {s.group: s for s in asyncio.run(group_statuses(settings, extra_groups=groups))}
+    return all(statuses[group].has_commits and statuses[group].lag == 0 for group in groups)
+
+
+def dead_letter_count(settings: KafkaSettings) -> int:
+    page = asyncio.run(
+        list_dead_letters(settings.bootstrap_servers, settings.dead_letter_topic, limit=100)
+    )
+    return page.in_topic
+
+
+def failing(port: int, project: str) -> float:
+    labels = f'destination="langfuse",project="{project}"'
+    return metric(port, f"tracebus_sink_destination_failing{{{labels}}}")
 
 
 def langfuse_route(project: str, standin: LangfuseStandIn) -> str:
@@ -148,6 +182,111 @@ def test_one_projects_retries_and_rejections_leave_the_others_delivered(
     assert shop_standin.requests[0].status == 503
     assert letter.key == huge.trace_id.encode()
     assert dict(letter.headers)["tracebus-status"] == b"413"
+
+
+def test_a_project_whose_destination_is_down_holds_back_no_other_project(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    settings = fresh_settings(broker.bootstrap_servers)
+    shop = [of_project(f"shop-{i}", "shop") for i in range(3)]
+    ops = [of_project(f"ops-{i}", "ops") for i in range(3)]
+    port = free_port()
+    with (
+        LangfuseStandIn("pk-shop", "sk-shop") as shop_standin,
+        LangfuseStandIn("pk-ops", "sk-ops") as ops_standin,
+    ):
+        routes = routes_file(
+            tmp_path / "routes.toml",
+            langfuse_route("shop", shop_standin) + langfuse_route("ops", ops_standin),
+        )
+        worker = SinkProcess(
+            "langfuse",
+            settings,
+            tmp_path,
+            TRACEBUS_ROUTES_FILE=str(routes),
+            TRACEBUS_METRICS_PORT=str(port),
+        )
+        try:
+            with shop_standin.down():
+                publish(settings, [shop[0], ops[0], shop[1], ops[1], shop[2], ops[2]])
+                eventually(
+                    lambda: delivered_traces(ops_standin) == {d.trace_id for d in ops},
+                    30,
+                    "ops's traces while shop's destination is down",
+                )
+                eventually(lambda: failing(port, "shop") == 1, 30, "shop's route failing")
+                assert failing(port, "ops") == 0
+                assert caught_up(settings, "ops")
+                assert not caught_up(settings, "shop")
+            eventually(
+                lambda: delivered_traces(shop_standin) == {d.trace_id for d in shop},
+                30,
+                "shop's traces once its destination is back",
+            )
+            eventually(lambda: failing(port, "shop") == 0, 30, "shop's route delivering again")
+        finally:
+            assert worker.stop() == 0, worker.log_tail()
+
+
+def test_a_new_route_starts_where_the_sinks_own_group_is_instead_of_redelivering_the_topic(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    settings = fresh_settings(broker.bootstrap_servers)
+    before, after = of_project("shop-before", "shop"), of_project("shop-after", "shop")
+    with (
+        LangfuseStandIn("pk-shop", "sk-shop") as shop_standin,
+        LangfuseStandIn("pk-own", "sk-own") as own_standin,
+    ):
+        own = {
+            "TRACEBUS_LANGFUSE_HOST": own_standin.url,
+            "TRACEBUS_LANGFUSE_PUBLIC_KEY": "pk-own",
+            "TRACEBUS_LANGFUSE_SECRET_KEY": "sk-own",
+        }
+        publish(settings, [before])
+        worker = SinkProcess("langfuse", settings, tmp_path, **own)
+        try:
+            eventually(lambda: caught_up(settings, None), 30, "the sink's group at the end")
+        finally:
+            assert worker.stop() == 0, worker.log_tail()
+        publish(settings, [after])
+        routes = routes_file(tmp_path / "routes.toml", langfuse_route("shop", shop_standin))
+        own["TRACEBUS_ROUTES_FILE"] = str(routes)
+        worker = SinkProcess("langfuse", settings, tmp_path, **own)
+        try:
+            eventually(lambda: caught_up(settings, None, "shop"), 30, "both groups at the end")
+        finally:
+            assert worker.stop() == 0, worker.log_tail()
+    assert delivered_traces(own_standin) == {before.trace_id}
+    assert delivered_traces(shop_standin) == {after.trace_id}
+
+
+def test_an_unreadable_record_is_dead_lettered_once_not_once_per_route(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    settings = fresh_settings(broker.bootstrap_servers)
+    shop, ops = of_project("shop", "shop"), of_project("ops", "ops")
+    with (
+        LangfuseStandIn("pk-shop", "sk-shop") as shop_standin,
+        LangfuseStandIn("pk-ops", "sk-ops") as ops_standin,
+    ):
+        routes = routes_file(
+            tmp_path / "routes.toml",
+            langfuse_route("shop", shop_standin) + langfuse_route("ops", ops_standin),
+        )
+        send_records(settings, [(b"unreadable", b"{not json")])
+        publish(settings, [shop, ops])
+        worker = SinkProcess("langfuse", settings, tmp_path, TRACEBUS_ROUTES_FILE=str(routes))
+        try:
+            eventually(
+                lambda: caught_up(settings, None, "shop", "ops"), 30, "every group at the end"
+            )
+        finally:
+            assert worker.stop() == 0, worker.log_tail()
+        assert delivered_traces(shop_standin) == {shop.trace_id}
+        assert delivered_traces(ops_standin) == {ops.trace_id}
+    [letter] = dead_letters(settings, 1)
+    assert letter.key == b"unreadable"
+    assert dead_letter_count(settings) == 1
 
 
 def test_a_langsmith_route_names_the_projects_own_langsmith_project(

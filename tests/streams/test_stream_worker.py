@@ -291,7 +291,7 @@ def test_bad_records_are_dead_lettered_with_their_reason_and_the_worker_goes_on(
     assert "events[0].observation_id: an observation id is 16 lowercase hex" in reasons[2]
 
 
-def test_a_trace_names_the_project_its_records_were_stamped_with(
+def test_a_trace_names_the_project_its_records_were_stamped_with_and_so_do_its_documents_records(
     stream: KafkaSettings, client: tracebus.Client
 ) -> None:
     shop = tracebus.Client(**stream.model_dump(), linger_ms=5, project="shop")
@@ -308,6 +308,17 @@ def test_a_trace_names_the_project_its_records_were_stamped_with(
     assert {d.trace_id: d.project for d in documents} == {
         stamped.trace_id: "shop",
         unstamped.trace_id: None,
+    }
+    # Sinks route by the header, without decoding the document.
+    ours = {stamped.trace_id.encode(), unstamped.trace_id.encode()}
+    records = consume(
+        stream.bootstrap_servers,
+        stream.traces_topic,
+        lambda records: ours <= {r.key for r in records},
+    )
+    assert {r.key: dict(r.headers).get(PROJECT_HEADER) for r in records if r.key in ours} == {
+        stamped.trace_id.encode(): b"shop",
+        unstamped.trace_id.encode(): None,
     }
 
 

@@ -28,9 +28,9 @@ from tracebus.cli.common import (
     fail,
     require_broker,
 )
-from tracebus.cli.sink import Destination, exporter_from_environment
+from tracebus.cli.sink import Destination, deliveries_from_environment, delivery_runtimes
 from tracebus.ops.topic_reader import offset_bounds
-from tracebus.sinks.runtime import DeliveryRuntime, ReplayRange
+from tracebus.sinks.runtime import DeliveryRuntime, ReplayRange, run_together
 from tracebus.sinks.settings import SinkSettings
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -127,8 +127,9 @@ def replay(
     Runs through a consumer group of its own (the live sinks are not disturbed) with the
     same batching, retries and dead letters as `tracebus sink`. Destinations see no
     duplicates: every object has a deterministic id, so what they already have is replaced
-    or acknowledged as known. Credentials come from the same TRACEBUS_* variables as
-    `tracebus sink`. Exits 0 when the whole range is delivered or dead-lettered.
+    or acknowledged as known. Credentials and the routes file come from the same TRACEBUS_*
+    variables as `tracebus sink`: each project's traces go to its route's destination. Exits 0
+    when the whole range is delivered or dead-lettered.
     """
     if since is None and from_offset is None:
         fail("say where the replay starts: --since or --from-offset", ExitCode.USAGE)
@@ -141,7 +142,7 @@ def replay(
         group_id=f"tracebus-replay-{destination}-{stamp}",
     )
     require_broker(settings.bootstrap_servers, timeout)
-    exporter = exporter_from_environment(destination, out)
+    routed = deliveries_from_environment(destination, out)
     span = asyncio.run(
         replay_range(
             settings.bootstrap_servers,
@@ -155,17 +156,21 @@ def replay(
     if span.total == 0:
         console.print("nothing to replay in that range")
         return
-    runtime = DeliveryRuntime(exporter, settings, replay=span)
-    asyncio.run(_run_with_progress(runtime, span.total))
-    counts = runtime.counts
+    runtimes = delivery_runtimes(routed, settings, span)
+    asyncio.run(_run_with_progress(runtimes, span.total))
+    counts = [runtime.counts for runtime in runtimes]
     console.print(
-        f"replayed {span.total:,} records to {destination}: {counts.delivered:,} delivered, "
-        f"{counts.superseded:,} superseded by a higher revision, {counts.retries:,} retries, "
-        f"{counts.dead_lettered:,} dead-lettered (group {settings.group(destination)})"
+        f"replayed {span.total:,} records to {destination}: "
+        f"{sum(c.delivered for c in counts):,} delivered, "
+        f"{sum(c.superseded for c in counts):,} superseded by a higher revision, "
+        f"{sum(c.retries for c in counts):,} retries, "
+        f"{sum(c.dead_lettered for c in counts):,} dead-lettered "
+        f"(group {settings.group(destination)})"
     )
 
 
-async def _run_with_progress(runtime: DeliveryRuntime, total: int) -> None:
+async def _run_with_progress(runtimes: list[DeliveryRuntime], total: int) -> None:
+    """Each route's runtime reads the whole range: the bar shows how far the slowest is."""
     stop = asyncio.Event()
     with Progress(
         TextColumn("replay"),
@@ -175,9 +180,9 @@ async def _run_with_progress(runtime: DeliveryRuntime, total: int) -> None:
         console=console,
     ) as progress:
         task = progress.add_task("replay", total=total)
-        running = asyncio.create_task(runtime.run(stop))
+        running = asyncio.create_task(run_together(runtimes, stop))
         while not running.done():
-            progress.update(task, completed=runtime.replayed_records())
+            progress.update(task, completed=min(r.replayed_records() for r in runtimes))
             await asyncio.wait([running], timeout=0.2)
-        progress.update(task, completed=runtime.replayed_records())
+        progress.update(task, completed=min(r.replayed_records() for r in runtimes))
         running.result()

@@ -29,10 +29,11 @@ from tracebus.cli.common import (
     tune_garbage_collector,
 )
 from tracebus.sinks.exporter import Exporter
+from tracebus.sinks.routing import EVERY_TRACE, Route
 from tracebus.sinks.settings import SinkSettings
 
 if TYPE_CHECKING:
-    from tracebus.sinks.runtime import DeliveryRuntime
+    from tracebus.sinks.runtime import DeliveryRuntime, ReplayRange
 
 DESTINATION_PANEL = "Destination"
 DEFAULT_LANGFUSE_HOST = "https://cloud.langfuse.com"
@@ -83,8 +84,10 @@ def sink(
             "TRACEBUS_ROUTES_FILE",
             "TOML file of per-project destinations: \\[projects.NAME] tables of the settings "
             "above (langfuse_public_key = ..., langsmith_project = ...) that the project's "
-            "traces use instead. Traces of other projects go to the destination above, or are "
-            "dead-lettered when it has no credentials.",
+            "traces use instead, each project in a consumer group of its own "
+            "(<group>.<project>), so one failing destination holds back no other. Traces of "
+            "other projects go to the destination above, or are dead-lettered when it has no "
+            "credentials.",
         ),
     ] = None,
     metrics_port: Annotated[
@@ -122,17 +125,21 @@ def sink(
         langsmith_api_key,
         langsmith_project,
     )
-    exporter = _exporter(destination, out, options, routes)
+    routed = deliveries(destination, out, options, routes)
     require_broker(settings.bootstrap_servers, timeout)
-    from tracebus.observability import serve_metrics
-    from tracebus.sinks.runtime import DeliveryRuntime
+    from tracebus.observability import Heartbeats, serve_metrics
 
     tune_garbage_collector()
-    runtime = DeliveryRuntime(exporter, settings)
+    runtimes = delivery_runtimes(routed, settings)
     if settings.metrics_port is not None:
-        serve_metrics(settings.metrics_port, runtime.metrics.registry, runtime.heartbeat)
-    console.print(f"sink {destination} delivering from {settings.traces_topic} ({exporter!r})")
-    asyncio.run(_run_until_signalled(runtime))
+        registry = runtimes[0].metrics.registry
+        serve_metrics(settings.metrics_port, registry, Heartbeats([r.heartbeat for r in runtimes]))
+    for runtime in runtimes:
+        console.print(
+            f"sink {runtime.label} delivering from {settings.traces_topic} as group "
+            f"{runtime.group} ({runtime.exporter!r})"
+        )
+    asyncio.run(_run_until_signalled(runtimes))
     console.print(f"sink {destination} stopped")
 
 
@@ -161,8 +168,8 @@ class DestinationOptions:
 ROUTE_SETTINGS = frozenset(field.name for field in fields(DestinationOptions))
 
 
-def exporter_from_environment(destination: Destination, out: Path) -> Exporter:
-    """The destination's exporter with credentials and routes from TRACEBUS_* variables."""
+def deliveries_from_environment(destination: Destination, out: Path) -> list[Delivery]:
+    """The destination's routes with credentials and routes file from TRACEBUS_* variables."""
     env = os.environ
     options = DestinationOptions(
         **{
@@ -172,33 +179,60 @@ def exporter_from_environment(destination: Destination, out: Path) -> Exporter:
         }
     )
     routes = env.get("TRACEBUS_ROUTES_FILE")
-    return _exporter(destination, out, options, Path(routes) if routes else None)
+    return deliveries(destination, out, options, Path(routes) if routes else None)
 
 
-def _exporter(
+Delivery = tuple[Route, Exporter]
+
+
+def deliveries(
     destination: Destination, out: Path, options: DestinationOptions, routes_file: Path | None
-) -> Exporter:
+) -> list[Delivery]:
+    """Each route of the sink with the exporter of its destination: one route, for every
+    trace, without a routes file."""
     if destination is Destination.JSONL:
         from tracebus.sinks.jsonl import JsonlExporter
 
-        return JsonlExporter(out)  # one archive of every project: documents name theirs
+        # One archive of every project: the documents name theirs.
+        return [(EVERY_TRACE, JsonlExporter(out))]
     if routes_file is None:
-        return _destination(destination, options)
-    from tracebus.sinks.routing import RoutedExporter, RoutesError, load_routes
+        return [(EVERY_TRACE, _destination(destination, options))]
+    from tracebus.sinks.routing import NoDestination, RoutesError, load_routes, routes_of
 
     try:
         routes = load_routes(routes_file, ROUTE_SETTINGS)
     except RoutesError as error:
         fail(str(error), ExitCode.USAGE)
-    default = None if options.missing(destination) else _destination(destination, options)
-    return RoutedExporter(
-        destination.value,
-        {
-            project: _destination(destination, replace(options, **route), project)
-            for project, route in routes.items()
-        },
-        default,
+    exporters = [
+        _destination(destination, replace(options, **settings), project)
+        for project, settings in routes.items()
+    ]
+    own = (
+        NoDestination(destination.value)
+        if options.missing(destination)
+        else _destination(destination, options)
     )
+    return list(zip(routes_of(list(routes)), [*exporters, own], strict=True))
+
+
+def delivery_runtimes(
+    routed: list[Delivery], settings: SinkSettings, replay: ReplayRange | None = None
+) -> list[DeliveryRuntime]:
+    """A runtime per route, their metrics in one registry."""
+    from tracebus.sinks.metrics import SinkMetricFamilies, SinkMetrics
+    from tracebus.sinks.runtime import DeliveryRuntime
+
+    families = SinkMetricFamilies()
+    return [
+        DeliveryRuntime(
+            exporter,
+            settings,
+            SinkMetrics(exporter.name, families, route.project or ""),
+            replay,
+            route,
+        )
+        for route, exporter in routed
+    ]
 
 
 def _destination(
@@ -227,9 +261,11 @@ def _destination(
     )
 
 
-async def _run_until_signalled(runtime: DeliveryRuntime) -> None:
+async def _run_until_signalled(runtimes: list[DeliveryRuntime]) -> None:
+    from tracebus.sinks.runtime import run_together
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await runtime.run(stop)
+    await run_together(runtimes, stop)

@@ -111,14 +111,16 @@ def target_of(
     """Where `letter` goes back to, or why it cannot be redriven."""
     stage = letter.stage
     sink = sink_name(stage)
+    # The trace's project, which every stage keeps on its dead letters: the stream assembles
+    # by it, and sinks route by it.
+    extra = [(name, value) for name, value in letter.headers if name == PROJECT_HEADER]
     if stage == STREAM_STAGE:
-        # The record's project, which the stream keeps on its dead letters.
         topic = settings.events_topic
-        extra = [(name, value) for name, value in letter.headers if name == PROJECT_HEADER]
     elif stage == PUBLISH_STAGE:
-        topic, extra = settings.traces_topic, []
+        topic = settings.traces_topic
     elif sink is not None:
-        topic, extra = settings.traces_topic, [(ONLY_SINK_HEADER, sink.encode())]
+        topic = settings.traces_topic
+        extra.append((ONLY_SINK_HEADER, sink.encode()))
     else:
         return f"unknown stage {stage!r}" if stage else "no tracebus-stage header"
     # Its own partition: the stream keeps per-trace state per partition, and a key hashed by

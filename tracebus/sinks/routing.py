@@ -1,23 +1,22 @@
-"""Per-project destinations: each trace is delivered through its project's exporter.
+"""Per-project destinations: each project's traces through a consumer group of its own.
 
-A trace's project is the one its events records were stamped with (`TraceDocument.project`).
-A routes file gives a project its own destination settings (a Langfuse project's keys, a
-LangSmith project name); traces of other projects, and traces without one, go to the sink's
-own destination, or are dead-lettered when it has none (a redrive delivers them once the
-project has a route).
-
-One sink group delivers every project: a project whose destination fails holds the others
-back while it is retried, as one destination would."""
+A trace's project is the one its events records were stamped with (`TraceDocument.project`;
+the stream stamps it on the trace's records of the traces topic too, so a sink filters
+without decoding). A routes file gives a project its own destination settings (a Langfuse
+project's keys, a LangSmith project name). The sink then runs one delivery runtime per route,
+each in a consumer group of its own, and one for every other trace: the sink's own
+destination, or dead letters when it has none (a redrive delivers them once the project has a
+route). A project whose destination fails is retried alone; the others go on."""
 
 from __future__ import annotations
 
-import asyncio
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tracebus.schemas import TraceDocument
-from tracebus.sinks.exporter import Exporter, ExportError
+from tracebus.sinks.exporter import ExportError
 
 
 class RoutesError(ValueError):
@@ -48,65 +47,55 @@ def load_routes(path: Path, fields: frozenset[str]) -> dict[str, dict[str, str]]
     return routes
 
 
-class RoutedExporter:
-    """Splits each batch by project and exports the parts concurrently, each through its
-    project's exporter (`default` for the others)."""
+@dataclass(frozen=True)
+class Route:
+    """Which traces one delivery runtime takes: one project's (`project`), or, for the sink's
+    own destination, every trace whose project no other route takes (`routed`)."""
 
-    def __init__(self, name: str, routes: Mapping[str, Exporter], default: Exporter | None) -> None:
+    project: str | None = None
+    routed: frozenset[str] = frozenset()
+
+    @property
+    def takes_the_rest(self) -> bool:
+        """This route also takes what names no project, and dead-letters what is unreadable."""
+        return self.project is None
+
+    def takes(self, project: str | None) -> bool:
+        if self.project is not None:
+            return project == self.project
+        return project is None or project not in self.routed
+
+    def group(self, sink_group: str) -> str:
+        """The route's consumer group, beside the sink's own (`sink_group`)."""
+        return sink_group if self.project is None else f"{sink_group}.{self.project}"
+
+
+EVERY_TRACE = Route()
+
+
+def routes_of(projects: Sequence[str]) -> list[Route]:
+    """One route per project, then the one of the sink's own destination."""
+    return [*(Route(p) for p in projects), Route(routed=frozenset(projects))]
+
+
+class NoDestination:
+    """The sink's own destination when it has none: every trace it gets is dead-lettered."""
+
+    def __init__(self, name: str) -> None:
         self.name = name
-        self._routes = dict(routes)
-        self._default = default
 
     def __repr__(self) -> str:
-        return f"RoutedExporter(projects={sorted(self._routes)}, default={self._default!r})"
-
-    def _route(self, document: TraceDocument) -> Exporter | None:
-        project = document.project
-        return self._routes.get(project, self._default) if project else self._default
+        return "NoDestination()"
 
     async def export(self, documents: Sequence[TraceDocument]) -> None:
-        parts: dict[Exporter | None, list[TraceDocument]] = {}
-        for document in documents:
-            parts.setdefault(self._route(document), []).append(document)
-        unrouted = parts.pop(None, None)
-        if unrouted:
-            whose = sorted(
-                {f"project {d.project!r}" if d.project else "no project" for d in unrouted}
-            )
-            # In a batch with routed traces, the runtime bisects down to these alone.
-            raise ExportError(
-                f"no destination for traces of {' or '.join(whose)}: the routes file names no "
-                "such project and the sink has no destination of its own",
-                retryable=False,
-                whole_batch=bool(parts),
-            )
-        errors: list[ExportError] = []
-        for result in await asyncio.gather(
-            *(exporter.export(part) for exporter, part in parts.items()), return_exceptions=True
-        ):
-            if isinstance(result, ExportError):
-                errors.append(result)
-            elif isinstance(result, BaseException):
-                raise result
-        if not errors:
-            return
-        retryable = [e for e in errors if e.retryable]
-        if retryable:
-            # The whole batch again (what went through is delivered again, idempotently),
-            # no sooner than every destination that said when asked.
-            raise max(retryable, key=lambda e: e.retry_after or 0.0)
-        first = errors[0]
-        if len(parts) == 1:
-            raise first
-        # Bisected until each part is one project's, whose own error then decides.
+        whose = sorted({f"project {d.project!r}" if d.project else "no project" for d in documents})
         raise ExportError(
-            str(first),
+            f"no destination for traces of {' or '.join(whose)}: the routes file names no "
+            "such project and the sink has no destination of its own",
             retryable=False,
-            status=first.status,
-            response=first.response,
-            whole_batch=True,
+            # Each trace is dead-lettered with the reason of its own project.
+            whole_batch=len(whose) > 1,
         )
 
     async def close(self) -> None:
-        exporters = [*self._routes.values(), *([self._default] if self._default else [])]
-        await asyncio.gather(*(exporter.close() for exporter in exporters))
+        return None

@@ -4,7 +4,10 @@ Offsets are committed per partition only up to the highest contiguous record del
 dead-lettered, so a crash or an outage re-delivers (idempotently) instead of losing. While the
 destination fails, reading pauses and the batch is retried with exponential back-off and jitter
 (never sooner than Retry-After). A batch the destination rejects as a whole is bisected until the
-offending trace is found; only that one is dead-lettered, with the response."""
+offending trace is found; only that one is dead-lettered, with the response.
+
+A runtime delivers the traces of one route (`tracebus.sinks.routing`): a sink with a routes
+file runs one per route, side by side (`run_together`)."""
 
 from __future__ import annotations
 
@@ -14,9 +17,11 @@ import logging
 import random
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
@@ -32,10 +37,12 @@ from tracebus.ops.deadletters import (
     STAGE_HEADER,
     STATUS_HEADER,
 )
-from tracebus.schemas import TraceDocument
+from tracebus.ops.groups import admin_client, committed_offsets
+from tracebus.schemas import PROJECT_HEADER, SchemaError, TraceDocument, record_project
 from tracebus.sinks.exporter import Exporter, ExportError
 from tracebus.sinks.metrics import SinkMetrics
 from tracebus.sinks.offsets import PartitionOffsets
+from tracebus.sinks.routing import EVERY_TRACE, Route
 from tracebus.sinks.settings import SinkSettings
 
 log = logging.getLogger("tracebus.sink")
@@ -71,6 +78,17 @@ class DeliveryCounts:
 
 
 @dataclass(slots=True)
+class Letter:
+    """A record of the traces topic on its way to the dead-letter topic."""
+
+    partition: TopicPartition
+    offset: int
+    key: bytes | None
+    value: bytes
+    project: str | None
+
+
+@dataclass(slots=True)
 class Item:
     """One record of the traces topic on its way to the destination."""
 
@@ -88,13 +106,18 @@ class DeliveryRuntime:
         settings: SinkSettings,
         metrics: SinkMetrics | None = None,
         replay: ReplayRange | None = None,
+        route: Route = EVERY_TRACE,
     ) -> None:
         self.exporter = exporter
         self.replay = replay
+        self.route = route
+        self.group = route.group(settings.group(exporter.name))
+        # Who this runtime is, in the log.
+        self.label = exporter.name + (f" (project {route.project})" if route.project else "")
         self.counts = DeliveryCounts()
         self.heartbeat = Heartbeat()
         self.settings = settings
-        self.metrics = metrics or SinkMetrics(exporter.name)
+        self.metrics = metrics or SinkMetrics(exporter.name, project=route.project or "")
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
         self._pending: list[Item] = []
         self._oldest_pending = 0.0
@@ -115,7 +138,7 @@ class DeliveryRuntime:
         s = self.settings
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers,
-            group_id=s.group(self.exporter.name),
+            group_id=self.group,
             client_id=f"tracebus-sink-{self.exporter.name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -127,6 +150,8 @@ class DeliveryRuntime:
         )
         self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
         await self._producer.start()
+        if self.replay is None and self.route.project is not None:
+            await self._start_where_the_sink_is()
         if self.replay is None:
             self._consumer.subscribe([s.traces_topic], listener=_Rebalance(self))
             await self._consumer.start()
@@ -136,12 +161,7 @@ class DeliveryRuntime:
             self._consumer.assign(list(self.replay.end))
             for partition in self.replay.end:
                 self._consumer.seek(partition, self.replay.start.get(partition, 0))
-        log.info(
-            "sink %s reading %s as group %s",
-            self.exporter.name,
-            s.traces_topic,
-            s.group(self.exporter.name),
-        )
+        log.info("sink %s reading %s as group %s", self.label, s.traces_topic, self.group)
         try:
             while not stop.is_set() and not self._replayed():
                 self.heartbeat.beat()
@@ -153,6 +173,46 @@ class DeliveryRuntime:
             await self._consumer.stop()
             await self._producer.stop()
             await self.exporter.close()
+
+    async def _start_where_the_sink_is(self) -> None:
+        """Commit, for this route's group, the sink's own group's offsets on the partitions it
+        has committed nothing on: a new route starts where the sink is, instead of delivering
+        the whole topic again (the traces before it went to the sink's own destination, and
+        `tracebus replay` re-delivers them to the route's). Done before joining, as a consumer
+        reads from its committed offsets as soon as it has partitions."""
+        s = self.settings
+        sink_group = s.group(self.exporter.name)
+        seeder = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers,
+            group_id=self.group,
+            client_id=f"tracebus-sink-{self.exporter.name}",
+            enable_auto_commit=False,
+        )
+        await seeder.start()
+        try:
+            await seeder.topics()
+            numbers = seeder.partitions_for_topic(s.traces_topic) or set()
+            partitions = [TopicPartition(s.traces_topic, n) for n in sorted(numbers)]
+            async with admin_client(s.bootstrap_servers) as admin:
+                own = await committed_offsets(admin, self.group, partitions)
+                sinks = await committed_offsets(admin, sink_group, partitions)
+            starts = {
+                tp: offset for tp, offset in sinks.items() if offset is not None and own[tp] is None
+            }
+            if starts:
+                seeder.assign(list(starts))
+                await seeder.commit(starts)
+                log.info(
+                    "%s starts partitions %s where group %s is",
+                    self.label,
+                    sorted(tp.partition for tp in starts),
+                    sink_group,
+                )
+        except KafkaError as error:
+            # Another member of this route's group got there first: its offsets stand.
+            log.info("%s keeps its group's offsets: %r", self.label, error)
+        finally:
+            await seeder.stop()
 
     async def _read_once(self) -> None:
         consumer = self._consumer
@@ -215,22 +275,33 @@ class DeliveryRuntime:
         )
 
     async def _accept(self, partition: TopicPartition, record: ConsumerRecord) -> None:
-        only = dict(record.headers or ()).get(ONLY_SINK_HEADER)
-        if only is not None and only.decode() != self.exporter.name:
-            # Re-driven for another destination only.
+        headers = dict(record.headers or ())
+        only = headers.get(ONLY_SINK_HEADER)
+        stamped = _stamped_project(headers.get(PROJECT_HEADER))
+        if (only is not None and only.decode() != self.exporter.name) or (
+            stamped is not None and not self.route.takes(stamped)
+        ):
+            # Re-driven for another destination only, or another route's.
             self._offsets[partition].done(record.offset)
             return
         try:
             document = TraceDocument.model_validate_json(record.value)
         except ValidationError as error:
+            if stamped is None and not self.route.takes_the_rest:
+                self._offsets[partition].done(record.offset)
+                return
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:10]
             )
             await self._dead_letter_records(
-                [(partition, record.offset, record.key, record.value)],
+                [Letter(partition, record.offset, record.key, record.value, stamped)],
                 f"not a trace document: {problems}",
                 "invalid",
             )
+            return
+        if stamped is None and not self.route.takes(document.project):
+            # Written without the header (before the stream stamped it): the document tells.
+            self._offsets[partition].done(record.offset)
             return
         if not self._pending:
             self._oldest_pending = time.monotonic()
@@ -357,12 +428,12 @@ class DeliveryRuntime:
         if failing and not self._failing:
             log.warning(
                 "%s is failing, reading paused, retrying in %.1fs: %s",
-                self.exporter.name,
+                self.label,
                 delay,
                 error,
             )
         elif not failing and self._failing:
-            log.info("%s delivers again, reading resumed", self.exporter.name)
+            log.info("%s delivers again, reading resumed", self.label)
         self._failing = failing
         self.metrics.failing.set(1 if failing else 0)
 
@@ -378,12 +449,15 @@ class DeliveryRuntime:
         self, items: list[Item], reason: str, kind: str, error: ExportError | None
     ) -> None:
         await self._dead_letter_records(
-            [(i.partition, i.offset, i.key, i.value) for i in items], reason, kind, error
+            [Letter(i.partition, i.offset, i.key, i.value, i.document.project) for i in items],
+            reason,
+            kind,
+            error,
         )
 
     async def _dead_letter_records(
         self,
-        records: list[tuple[TopicPartition, int, bytes | None, bytes]],
+        records: list[Letter],
         reason: str,
         kind: str,
         error: ExportError | None = None,
@@ -392,7 +466,7 @@ class DeliveryRuntime:
         self.metrics.dead_letter(kind, len(records))
         self.counts.dead_lettered += len(records)
         log.warning(
-            "dead-lettering %d record(s) for %s: %s", len(records), self.exporter.name, reason[:300]
+            "dead-lettering %d record(s) for %s: %s", len(records), self.label, reason[:300]
         )
         headers = [
             (REASON_HEADER, reason.encode()),
@@ -402,24 +476,22 @@ class DeliveryRuntime:
             headers.append((STATUS_HEADER, str(error.status).encode()))
         if error is not None and error.response:
             headers.append((RESPONSE_HEADER, error.response[:4000].encode()))
-        sends = [
-            await self._producer.send(
-                self.settings.dead_letter_topic,
-                value,
-                key=key,
-                headers=[
-                    *headers,
-                    (
-                        SOURCE_HEADER,
-                        f"{partition.topic}/{partition.partition}/{offset}".encode(),
-                    ),
-                ],
+        sends = []
+        for letter in records:
+            source = f"{letter.partition.topic}/{letter.partition.partition}/{letter.offset}"
+            # The project goes along, so a redrive reaches the project's route again.
+            project = [(PROJECT_HEADER, letter.project.encode())] if letter.project else []
+            sends.append(
+                await self._producer.send(
+                    self.settings.dead_letter_topic,
+                    letter.value,
+                    key=letter.key,
+                    headers=[*headers, (SOURCE_HEADER, source.encode()), *project],
+                )
             )
-            for partition, offset, key, value in records
-        ]
         await asyncio.gather(*sends)
-        for partition, offset, _, _ in records:
-            self._offsets.get(partition, PartitionOffsets()).done(offset)
+        for letter in records:
+            self._offsets.get(letter.partition, PartitionOffsets()).done(letter.offset)
 
     async def _commit(self) -> None:
         assert self._consumer is not None
@@ -464,4 +536,22 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.runtime.settle(set(revoked), self.runtime.settings.drain_timeout_s)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("assigned %s", sorted(p.partition for p in assigned))
+        log.info("%s assigned %s", self.runtime.label, sorted(p.partition for p in assigned))
+
+
+def _stamped_project(header: bytes | None) -> str | None:
+    """The project a traces record's header names; None without one (the document tells)."""
+    try:
+        return record_project(header)
+    except SchemaError:
+        return None
+
+
+async def run_together(runtimes: Sequence[DeliveryRuntime], stop: asyncio.Event) -> None:
+    """Run the runtimes of a sink's routes until `stop`, or each to its end (a replay). One
+    that fails stops the others, which drain and commit first, then its error is raised."""
+    tasks = [asyncio.create_task(runtime.run(stop)) for runtime in runtimes]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    if any(task.done() and task.exception() for task in tasks):
+        stop.set()
+    await asyncio.gather(*tasks)

@@ -416,6 +416,7 @@ class StreamWorker:
                 [d.data for d in documents],
                 final,
                 marked,
+                state.project,
             )
         )
 
@@ -769,9 +770,9 @@ class StreamWorker:
         send, topic = self.app.producer.send, self.settings.traces_topic
         sent = []
         for publication in batch:
-            key = publication.trace_id.encode()
+            key, headers = publication.trace_id.encode(), publication.headers
             sent.append(
-                [await send(topic, key, d, None, None, None) for d in publication.documents]
+                [await send(topic, key, d, None, None, headers) for d in publication.documents]
             )
         await asyncio.gather(*(f for futures in sent for f in futures), return_exceptions=True)
         acknowledged: dict[int, list[tuple[str, int, bool]]] = {}
@@ -809,7 +810,7 @@ class StreamWorker:
             try:
                 await (
                     await self.app.producer.send(
-                        self.settings.traces_topic, key, document, None, None, None
+                        self.settings.traces_topic, key, document, None, None, publication.headers
                     )
                 )
             except _REFUSED_FOR_SIZE as error:
@@ -828,7 +829,9 @@ class StreamWorker:
         log.error("dead-lettering a document: %s", reason)
         key = publication.trace_id.encode()
         try:
-            await self._write_dead_letter(key, document, reason, "refused", PUBLISH_STAGE)
+            await self._write_dead_letter(
+                key, document, reason, "refused", PUBLISH_STAGE, publication.headers or ()
+            )
         except _REFUSED_FOR_SIZE:
             # The dead-letter topic has the limit too: the reason at least is kept.
             await self._write_dead_letter(

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from aiokafka.structs import RecordMetadata
 
+from tracebus.schemas import PROJECT_HEADER
+
 
 @dataclass
 class Publication:
@@ -28,10 +30,17 @@ class Publication:
     final: bool
     # The changelog write of the trace's `publishing` mark: no document leaves before it.
     marked: asyncio.Future[RecordMetadata]
+    project: str | None = None
 
     @property
     def size(self) -> int:
         return sum(map(len, self.documents))
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        """The headers of its documents' records: the trace's project, which a sink routes by
+        without decoding the document."""
+        return None if self.project is None else [(PROJECT_HEADER, self.project.encode())]
 
 
 class PublicationQueue:
