@@ -13,6 +13,7 @@ from conftest import fresh_settings
 from ops.ops_helpers import (
     commit_offsets,
     metrics_endpoint,
+    routed_sink_registry,
     sink_letter,
     stream_letter,
     worker_registry,
@@ -201,6 +202,29 @@ def test_status_shows_the_metrics_of_the_workers_it_scrapes(kafka: KafkaSettings
         assert cells_of(result.stdout, metric)[1] == value
     assert cells_of(result.stdout, "delivered")[2] == "0.0/s"
     assert cells_of(result.stdout, "pending")[2] == "-"
+
+
+def test_status_shows_each_routes_group_with_the_figures_of_that_route(
+    kafka: KafkaSettings,
+) -> None:
+    destination = f"langfuse{uuid.uuid4().hex[:6]}"  # groups of this test's own
+    group = f"tracebus-sink-{destination}"
+    write_records(kafka.bootstrap_servers, kafka.traces_topic, {0: 4})
+    for route, offset in ((group, 4), (f"{group}.shop", 1)):
+        commit_offsets(
+            kafka.bootstrap_servers, route, {TopicPartition(kafka.traces_topic, 0): offset}
+        )
+
+    with metrics_endpoint(routed_sink_registry(destination)) as address:
+        result = run_cli(
+            "status", *topic_options(kafka), "--metrics", address, "--rate-window", "0"
+        )
+
+    assert result.exit_code == 0, result.output
+    # group, role, topic, lag, members, state, delivered/s, retries, dead letters, open traces
+    own, shop = cells_of(result.stdout, group), cells_of(result.stdout, f"{group}.shop")
+    assert (own[1], own[3], own[-2]) == (f"sink:{destination}", "0", "0")
+    assert (shop[1], shop[3], shop[-2]) == (f"sink:{destination}.shop", "3", "2")
 
 
 def test_an_endpoint_that_cannot_be_scraped_exits_1(kafka: KafkaSettings) -> None:

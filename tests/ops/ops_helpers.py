@@ -150,6 +150,19 @@ def metrics_endpoint(registry: CollectorRegistry) -> Iterator[str]:
         thread.join(5)
 
 
+def routed_sink_registry(destination: str = "langfuse") -> CollectorRegistry:
+    """The metrics of a sink with a route for project shop: its own destination delivered 5
+    traces; shop's 7, dead-lettered 2, and is failing."""
+    families = SinkMetricFamilies()
+    own = SinkMetrics(destination, families)
+    shop = SinkMetrics(destination, families, "shop")
+    own.delivered.inc(5)
+    shop.delivered.inc(7)
+    shop.dead_letter("rejected", 2)
+    shop.failing.set(1)
+    return families.registry
+
+
 def worker_registry() -> tuple[CollectorRegistry, StreamMetrics, SinkMetrics]:
     """One registry with a stream's and a Langfuse sink's metrics, as `tracebus up` could have."""
     registry = CollectorRegistry()

@@ -6,8 +6,9 @@ import asyncio
 
 import httpx
 
-from ops.ops_helpers import metrics_endpoint, worker_registry
+from ops.ops_helpers import metrics_endpoint, routed_sink_registry, worker_registry
 from tracebus.kafka.broker import free_port
+from tracebus.ops.groups import group_role
 from tracebus.ops.scrape import compare, metrics_url, scrape, scrape_workers
 
 
@@ -37,6 +38,18 @@ def test_a_scrape_sums_each_metric_over_its_labels_and_workers() -> None:
         "destination failing": 0,
     }
     assert report.per_second == {}
+
+
+def test_a_sink_with_routes_has_the_role_of_each_routes_group_with_that_routes_figures() -> None:
+    with metrics_endpoint(routed_sink_registry()) as address:
+        (report,) = asyncio.run(scrape_workers([address], rate_window=0))
+
+    assert report.roles == ["sink:langfuse", "sink:langfuse.shop"]
+    assert group_role("tracebus-sink-langfuse.shop", "tracebus-stream") == "sink:langfuse.shop"
+    assert report.values["delivered"] == 12
+    own, shop = report.role_values["sink:langfuse"], report.role_values["sink:langfuse.shop"]
+    assert (own["delivered"], own["dead letters"], own["destination failing"]) == (5, 0, 0)
+    assert (shop["delivered"], shop["dead letters"], shop["destination failing"]) == (7, 2, 1)
 
 
 def test_counters_get_a_rate_between_two_scrapes() -> None:

@@ -95,8 +95,8 @@ GROUP_FIGURES = (
 
 def _group_figure(workers: list[WorkerReport], role: str, label: str, per_second: bool) -> str:
     """The sum over the scraped workers in `role` (the members of one group); "-" if none."""
-    sources = [w.per_second if per_second else w.values for w in workers if role in w.roles]
-    values = [source[label] for source in sources if label in source]
+    sources = [(w.role_per_second if per_second else w.role_values).get(role) for w in workers]
+    values = [source[label] for source in sources if source and label in source]
     if not values:
         return "-"
     return f"{sum(values):,.1f}" if per_second else _number(sum(values))

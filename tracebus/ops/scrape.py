@@ -51,8 +51,30 @@ class Snapshot:
     url: str
     taken_at: float  # time.monotonic()
     values: dict[str, float] = field(default_factory=dict)  # WorkerMetric.label → value
-    roles: list[str] = field(default_factory=list)  # stream, sink:<destination>, gateway
+    # The same, per role: a sink process delivers for several routes.
+    role_values: dict[str, dict[str, float]] = field(default_factory=dict)
+    # stream, gateway, sink:<destination>, sink:<destination>.<project> (a route's)
+    roles: list[str] = field(default_factory=list)
     error: str | None = None
+
+
+_KINDS = {"tracebus_stream_": "stream", "tracebus_gateway_": "gateway", "tracebus_sink_": "sink"}
+
+
+def _kind(family: str) -> str | None:
+    """Which kind of worker exports `family`."""
+    return next((kind for prefix, kind in _KINDS.items() if family.startswith(prefix)), None)
+
+
+def _role(kind: str, labels: dict[str, str]) -> str | None:
+    """The role a sample of a `kind` family shows, named as `tracebus.ops.groups.group_role`
+    names groups: a sink's is its destination's, or its route's."""
+    if kind != "sink":
+        return kind
+    if "destination" not in labels:
+        return None
+    project = labels.get("project")
+    return f"sink:{labels['destination']}" + (f".{project}" if project else "")
 
 
 def parse_metrics(url: str, text: str, taken_at: float) -> Snapshot:
@@ -60,21 +82,31 @@ def parse_metrics(url: str, text: str, taken_at: float) -> Snapshot:
     wanted = {family: metric for metric in WORKER_METRICS for family in metric.families}
     snapshot = Snapshot(url, taken_at)
     roles: set[str] = set()
+    shown: dict[str, set[str]] = {}  # kind → the labels of its metrics in the text
     for family in text_string_to_metric_families(text):
-        if family.name.startswith("tracebus_stream_"):
-            roles.add("stream")
-        elif family.name.startswith("tracebus_gateway_"):
-            roles.add("gateway")
-        for sample in family.samples:
-            if family.name.startswith("tracebus_sink_") and "destination" in sample.labels:
-                roles.add(f"sink:{sample.labels['destination']}")
-        metric = wanted.get(family.name)
-        if metric is None:
+        kind = _kind(family.name)
+        if kind is None:
             continue
+        metric = wanted.get(family.name)
+        if metric is not None:
+            shown.setdefault(kind, set()).add(metric.label)
+        if kind != "sink":
+            roles.add(kind)
         # Counters expose `<name>_total` (and `<name>_created`, a timestamp), gauges `<name>`.
         names = {family.name, f"{family.name}_total"}
-        total = sum(sample.value for sample in family.samples if sample.name in names)
-        snapshot.values[metric.label] = snapshot.values.get(metric.label, 0.0) + total
+        for sample in family.samples:
+            role = _role(kind, sample.labels)
+            if role is None:
+                continue
+            roles.add(role)
+            if metric is not None and sample.name in names:
+                for values in (snapshot.values, snapshot.role_values.setdefault(role, {})):
+                    values[metric.label] = values.get(metric.label, 0.0) + sample.value
+    # A metric a worker shows is 0 before it counted anything (a labelled one has no sample).
+    for role in roles:
+        for label in shown.get(role.partition(":")[0], ()):
+            snapshot.values.setdefault(label, 0.0)
+            snapshot.role_values.setdefault(role, {}).setdefault(label, 0.0)
     snapshot.roles = sorted(roles)
     return snapshot
 
@@ -101,20 +133,41 @@ class WorkerReport:
     values: dict[str, float]
     per_second: dict[str, float]
     error: str | None = None
+    role_values: dict[str, dict[str, float]] = field(default_factory=dict)
+    role_per_second: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def compare(first: Snapshot, second: Snapshot) -> WorkerReport:
     """`second`'s values, with the per-second rate of each counter since `first`."""
-    per_second: dict[str, float] = {}
     elapsed = second.taken_at - first.taken_at
-    if first.error is None and second.error is None and elapsed > 0:
-        for metric in WORKER_METRICS:
-            if metric.counter and metric.label in first.values and metric.label in second.values:
-                change = second.values[metric.label] - first.values[metric.label]
-                # A restart resets counters: no rate rather than a negative one.
-                if change >= 0:
-                    per_second[metric.label] = change / elapsed
-    return WorkerReport(second.url, second.roles, second.values, per_second, second.error)
+    if first.error is not None or second.error is not None or elapsed <= 0:
+        elapsed = 0.0
+    return WorkerReport(
+        second.url,
+        second.roles,
+        second.values,
+        _rates(first.values, second.values, elapsed),
+        second.error,
+        second.role_values,
+        {
+            role: _rates(first.role_values.get(role, {}), values, elapsed)
+            for role, values in second.role_values.items()
+        },
+    )
+
+
+def _rates(first: dict[str, float], second: dict[str, float], elapsed: float) -> dict[str, float]:
+    """Per second, the change of each counter between two scrapes `elapsed` seconds apart."""
+    rates: dict[str, float] = {}
+    if elapsed <= 0:
+        return rates
+    for metric in WORKER_METRICS:
+        if metric.counter and metric.label in first and metric.label in second:
+            change = second[metric.label] - first[metric.label]
+            # A restart resets counters: no rate rather than a negative one.
+            if change >= 0:
+                rates[metric.label] = change / elapsed
+    return rates
 
 
 async def scrape_workers(
