@@ -24,7 +24,7 @@ from streams.stream_helpers import metric
 from typer.testing import CliRunner
 
 from tracebus.cli.main import app as cli
-from tracebus.cli.sink import ROUTE_SETTINGS
+from tracebus.cli.sink import ROUTE_SETTINGS, Destination, unconfigured
 from tracebus.config import KafkaSettings
 from tracebus.kafka import EmbeddedBroker
 from tracebus.kafka.broker import free_port
@@ -346,3 +346,27 @@ def test_a_route_without_the_credentials_its_destination_needs_is_refused(tmp_pa
         "project shop: langfuse needs langfuse_public_key and langfuse_secret_key in the routes "
         "file" in " ".join(result.output.split())
     )
+
+
+def test_a_routes_file_configures_a_sink_when_every_project_has_or_inherits_its_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ROUTE_SETTINGS:
+        monkeypatch.delenv(f"TRACEBUS_{name.upper()}", raising=False)
+    path = routes_file(
+        tmp_path / "routes.toml",
+        "[projects.shop]\nlangfuse_public_key = 'pk'\nlangfuse_secret_key = 'sk'\n"
+        "[projects.ops]\nlangsmith_project = 'ops-runs'\n",
+    )
+    assert unconfigured(Destination.LANGFUSE) == (
+        "no TRACEBUS_LANGFUSE_PUBLIC_KEY and TRACEBUS_LANGFUSE_SECRET_KEY"
+    )
+    monkeypatch.setenv("TRACEBUS_ROUTES_FILE", str(path))
+    assert unconfigured(Destination.LANGFUSE) == (
+        "no TRACEBUS_LANGFUSE_PUBLIC_KEY and TRACEBUS_LANGFUSE_SECRET_KEY, nor langfuse "
+        f"credentials for ['ops'] in {path}"
+    )
+    monkeypatch.setenv("TRACEBUS_LANGSMITH_API_KEY", "ls-key")
+    assert unconfigured(Destination.LANGSMITH) is None  # every route uses the sink's own key
+    routes_file(path, "[projects.shop]\nlangfuse_public_key = 'pk'\nlangfuse_secret_key = 'sk'\n")
+    assert unconfigured(Destination.LANGFUSE) is None

@@ -168,8 +168,8 @@ class DestinationOptions:
 ROUTE_SETTINGS = frozenset(field.name for field in fields(DestinationOptions))
 
 
-def deliveries_from_environment(destination: Destination, out: Path) -> list[Delivery]:
-    """The destination's routes with credentials and routes file from TRACEBUS_* variables."""
+def _options_from_environment() -> tuple[DestinationOptions, Path | None]:
+    """The sink's destination options and routes file from TRACEBUS_* variables."""
     env = os.environ
     options = DestinationOptions(
         **{
@@ -179,7 +179,38 @@ def deliveries_from_environment(destination: Destination, out: Path) -> list[Del
         }
     )
     routes = env.get("TRACEBUS_ROUTES_FILE")
-    return deliveries(destination, out, options, Path(routes) if routes else None)
+    return options, Path(routes) if routes else None
+
+
+def deliveries_from_environment(destination: Destination, out: Path) -> list[Delivery]:
+    """The destination's routes with credentials and routes file from TRACEBUS_* variables."""
+    return deliveries(destination, out, *_options_from_environment())
+
+
+def unconfigured(destination: Destination) -> str | None:
+    """Why the TRACEBUS_* variables do not give `tracebus sink DESTINATION` the credentials it
+    needs, neither its own nor in a routes file for every project; None when they do."""
+    from tracebus.sinks.routing import RoutesError, load_routes
+
+    options, routes_file = _options_from_environment()
+    missing = options.missing(destination)
+    if not missing:
+        return None
+    own = " and ".join(f"TRACEBUS_{name.upper()}" for name in missing)
+    if routes_file is None:
+        return f"no {own}"
+    try:
+        routes = load_routes(routes_file, ROUTE_SETTINGS)
+    except RoutesError as error:
+        return str(error)
+    lacking = sorted(
+        p for p, route in routes.items() if replace(options, **route).missing(destination)
+    )
+    return (
+        f"no {own}, nor {destination} credentials for {lacking} in {routes_file}"
+        if lacking
+        else None
+    )
 
 
 Delivery = tuple[Route, Exporter]

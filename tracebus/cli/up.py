@@ -42,6 +42,7 @@ from tracebus.cli.common import (
     fail,
 )
 from tracebus.cli.demo import DEMO_PANEL, Rate, Seed
+from tracebus.cli.sink import Destination, unconfigured
 from tracebus.cli.supervisor import Child, Supervisor
 from tracebus.demo import DemoStats, run_demo
 from tracebus.kafka import EmbeddedBroker
@@ -389,7 +390,8 @@ def up(
 
     The jsonl sink always runs; the Langfuse sink joins when TRACEBUS_LANGFUSE_PUBLIC_KEY and
     TRACEBUS_LANGFUSE_SECRET_KEY are set, the LangSmith sink when TRACEBUS_LANGSMITH_API_KEY
-    is. The gateway accepts any API key unless TRACEBUS_API_KEYS=project=key,… is set.
+    is, or when every project in TRACEBUS_ROUTES_FILE has that destination's keys. The gateway
+    accepts any API key unless TRACEBUS_API_KEYS=project=key,… is set.
     Crashed processes are restarted with back-off. Shows a live summary until Ctrl-C or
     SIGTERM, then stops everything cleanly: records in, traces published by the stream and
     delivered per sink (the workers' metrics), and the cost and latency p50/p95 of the traces
@@ -445,14 +447,17 @@ def _start_stack(settings: ProducerSettings, out: Path, gateway_port: int) -> Su
         _worker(f"{SINK_PREFIX}jsonl", ["sink", "jsonl", "--out", str(out)]),
     ]
     destinations = [f"{out}/ (jsonl)"]
-    if os.environ.get("TRACEBUS_LANGFUSE_PUBLIC_KEY") and os.environ.get(
-        "TRACEBUS_LANGFUSE_SECRET_KEY"
+    routed = "TRACEBUS_ROUTES_FILE" in os.environ
+    for destination, title in (
+        (Destination.LANGFUSE, "Langfuse"),
+        (Destination.LANGSMITH, "LangSmith"),
     ):
-        children.append(_worker(f"{SINK_PREFIX}langfuse", ["sink", "langfuse"]))
-        destinations.append("Langfuse")
-    if os.environ.get("TRACEBUS_LANGSMITH_API_KEY"):
-        children.append(_worker(f"{SINK_PREFIX}langsmith", ["sink", "langsmith"]))
-        destinations.append("LangSmith")
+        problem = unconfigured(destination)
+        if problem is None:
+            children.append(_worker(f"{SINK_PREFIX}{destination}", ["sink", destination.value]))
+            destinations.append(title)
+        elif routed:
+            console.print(f"no {title} sink: {problem}")
     # A local dev stack: without keys configured, any client may send.
     anonymous = not (
         os.environ.get("TRACEBUS_API_KEYS") or os.environ.get("TRACEBUS_API_KEYS_FILE")
