@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from conftest import fresh_settings
@@ -15,12 +16,13 @@ from tracebus.cli.main import app
 from tracebus.kafka import EmbeddedBroker
 
 
-def run_replay(standin: LangfuseStandIn, settings, *args: str):
+def run_replay(standin: LangfuseStandIn, settings, *args: str, **env: str):
     env = {
         **settings.worker_env(),
         "TRACEBUS_LANGFUSE_HOST": standin.url,
         "TRACEBUS_LANGFUSE_PUBLIC_KEY": "pk-lf-test",
         "TRACEBUS_LANGFUSE_SECRET_KEY": "sk-lf-test",
+        **env,
     }
     return CliRunner().invoke(app, ["replay", "langfuse", *args], env=env)
 
@@ -54,6 +56,29 @@ def test_a_time_range_replays_only_what_was_published_in_it(broker: EmbeddedBrok
         result = run_replay(standin, settings, "--since", since)
     assert result.exit_code == 0, result.output
     assert {span.key.trace_id for span in standin.spans} == {d.trace_id for d in during}
+
+
+def test_a_replay_delivers_each_projects_traces_through_its_route(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    settings = fresh_settings(broker.bootstrap_servers)
+    shop = [document(f"shop-{i}").model_copy(update={"project": "shop"}) for i in range(2)]
+    rest = [document("no-project"), document("ops").model_copy(update={"project": "ops"})]
+    publish(settings, [shop[0], *rest, shop[1]])
+    routes = tmp_path / "routes.toml"
+    with (
+        LangfuseStandIn("pk-lf-test", "sk-lf-test") as own,
+        LangfuseStandIn("pk-shop", "sk-shop") as shop_standin,
+    ):
+        routes.write_text(
+            f'[projects.shop]\nlangfuse_host = "{shop_standin.url}"\n'
+            'langfuse_public_key = "pk-shop"\nlangfuse_secret_key = "sk-shop"\n'
+        )
+        result = run_replay(own, settings, "--from-offset", "0", TRACEBUS_ROUTES_FILE=str(routes))
+    assert result.exit_code == 0, result.output
+    assert "replayed 4 records to langfuse: 4 delivered" in result.output
+    assert {span.key.trace_id for span in shop_standin.spans} == {d.trace_id for d in shop}
+    assert {span.key.trace_id for span in own.spans} == {d.trace_id for d in rest}
 
 
 @pytest.mark.parametrize("args", [[], ["--since", "yesterday-ish"]])
