@@ -262,20 +262,31 @@ def created_topics(bootstrap: str, prefix: str, partitions: int) -> KafkaSetting
     return settings
 
 
+Headers = list[tuple[str, bytes]]
+
+
 async def produce(
-    bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], settings: dict[str, Any]
+    bootstrap: str,
+    topic: str,
+    records: list[tuple[bytes, bytes]],
+    settings: dict[str, Any],
+    headers: list[Headers] | None = None,
 ) -> float:
-    """Send every (key, value) record with an AIOKafkaProducer configured by `settings`: the
-    seconds from the first send until the broker acknowledged them all (the topic's metadata
-    is loaded before)."""
+    """Send every (key, value) record, with the `headers` of the same index when given, with an
+    AIOKafkaProducer configured by `settings`: the seconds from the first send until the broker
+    acknowledged them all (the topic's metadata is loaded before)."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **settings)
     await producer.start()
     try:
         await producer.partitions_for(topic)
+        each = headers or [None] * len(records)
         start = time.perf_counter_ns()
-        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        futures = [
+            await producer.send(topic, value, key=key, headers=record_headers)
+            for (key, value), record_headers in zip(records, each, strict=True)
+        ]
         await asyncio.gather(*futures)
         return (time.perf_counter_ns() - start) / 1e9
     finally:

@@ -10,7 +10,9 @@ OTLP request and counts the distinct spans) two ways, one after the other:
   from a topic of the embedded broker, for several TRACEBUS_BATCH_MAX_TRACES values;
 - a subprocess of this script (`--sdk`, internal) creates them with the Langfuse v5 SDK
   (`start_observation`, `update`, `end` under `propagate_attributes`) and its own OTLP exporter
-  sends them, timed until `flush()` returns.
+  sends them, timed until `flush()` returns;
+- a sink worker with a routes file of 4 projects (the traces spread over them, stamped as the
+  stream stamps them) at batch 100: 5 consumer groups, each reading the whole topic.
 
 Reported per run: traces/s and spans/s, CPU seconds of the process per 1,000 traces, and the
 tracebus/SDK ratio of traces per CPU second (per core).
@@ -43,6 +45,7 @@ from common import (
     PASSAGES,
     QUESTIONS,
     Child,
+    Headers,
     Profiler,
     add_profile_arguments,
     add_run_arguments,
@@ -71,11 +74,12 @@ from common import (
     write_json,
 )
 
-from tracebus.schemas import Cost, TraceDocument, Usage
+from tracebus.schemas import PROJECT_HEADER, Cost, TraceDocument, Usage
 from tracebus.schemas.traces import Observation, TraceAttributes, TraceSummary
 from tracebus.sinks.langfuse import cost_details, usage_details
 
 PARTITIONS = 8
+ROUTED_PROJECTS, ROUTED_BATCH = 4, 100
 TRACES_PATH = "/api/public/otel/v1/traces"
 PUBLIC_KEY, SECRET_KEY = "pk-lf-benchmark", "sk-lf-benchmark"
 AUTHORIZATION = "Basic " + base64.b64encode(f"{PUBLIC_KEY}:{SECRET_KEY}".encode()).decode()
@@ -554,9 +558,41 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 # -- Kafka (parent) ----------------------------------------------------------------------------
 
 
-def publish(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+def publish(
+    bootstrap: str,
+    topic: str,
+    records: list[tuple[bytes, bytes]],
+    headers: list[Headers] | None = None,
+) -> None:
     """Publish like the stream worker's producer (acks=all, no compression, linger 50 ms)."""
-    asyncio.run(produce(bootstrap, topic, records, WORKER_PRODUCER_SETTINGS))
+    asyncio.run(produce(bootstrap, topic, records, WORKER_PRODUCER_SETTINGS, headers))
+
+
+def routed_records(plans: list[TracePlan]) -> tuple[list[tuple[bytes, bytes]], list[Headers]]:
+    """The traces spread over ROUTED_PROJECTS projects, as the stream publishes them: the
+    project in the document and in the record's header."""
+    records, headers = [], []
+    for index, plan in enumerate(plans):
+        project = f"project-{index % ROUTED_PROJECTS}"
+        document = trace_document(plan).model_copy(update={"project": project})
+        records.append(
+            (plan.trace_id.encode(), document.model_dump_json(exclude_none=True).encode())
+        )
+        headers.append([(PROJECT_HEADER, project.encode())])
+    return records, headers
+
+
+def routes_file(work: Path, url: str) -> Path:
+    """A route per project, each to the stand-in (which counts every project's spans alike)."""
+    path = work / "routes.toml"
+    path.write_text(
+        "".join(
+            f'[projects.project-{i}]\nlangfuse_host = "{url}"\n'
+            f'langfuse_public_key = "{PUBLIC_KEY}"\nlangfuse_secret_key = "{SECRET_KEY}"\n'
+            for i in range(ROUTED_PROJECTS)
+        )
+    )
+    return path
 
 
 # -- the tracebus sink worker (parent side) -----------------------------------------------------
@@ -577,11 +613,17 @@ class Config:
 @dataclass(frozen=True)
 class Topics:
     traces: str = "bench.sink.traces"
+    routed: str = "bench.sink.routed"
     dead_letter: str = "bench.sink.deadletter"
     profile: str = "bench.sink.profile"
 
     def partitions(self) -> dict[str, int]:
-        return {self.traces: PARTITIONS, self.profile: PARTITIONS, self.dead_letter: 1}
+        return {
+            self.traces: PARTITIONS,
+            self.routed: PARTITIONS,
+            self.profile: PARTITIONS,
+            self.dead_letter: 1,
+        }
 
 
 def worker_env(bootstrap: str, url: str, topic: str, topics: Topics, batch: int) -> dict[str, str]:
@@ -644,9 +686,16 @@ def run_tracebus(
     batch: int,
     config: Config,
     work: Path,
+    routes: Path | None = None,
 ) -> dict[str, Any]:
+    """A sink worker delivering the whole topic; with `routes`, the routed topic."""
     row: dict[str, Any] = {"implementation": "tracebus", "batch_max_traces": batch}
-    env = worker_env(bootstrap, standin.url, topics.traces, topics, batch)
+    if routes is None:
+        env = worker_env(bootstrap, standin.url, topics.traces, topics, batch)
+    else:
+        row["routed_projects"] = ROUTED_PROJECTS
+        env = worker_env(bootstrap, standin.url, topics.routed, topics, batch)
+        env["TRACEBUS_ROUTES_FILE"] = str(routes)
     standin.reset()
     started = time.monotonic()
     worker = Child(WORKER_COMMAND, work / f"sink-{batch}-{uuid.uuid4().hex[:4]}.log", env)
@@ -885,7 +934,11 @@ def compute_ratios(report: dict[str, Any]) -> dict[str, Any]:
             return None
         return ratio(sdk.get(key), row.get("cpu_s_per_1k_traces"))
 
+    routed = report["routed"]
     return {
+        "routed_vs_unrouted_per_core": None
+        if default is None or "error" in routed
+        else ratio(default.get("cpu_s_per_1k_traces"), routed.get("cpu_s_per_1k_traces")),
         "best_batch_max_traces": best and best["batch_max_traces"],
         "per_core_best": per_core(best),
         "per_core_default_batch": per_core(default),
@@ -923,13 +976,15 @@ def throughput_table(report: dict[str, Any]) -> Any:
         ["traces/s", "spans/s", "CPU s/1k traces", "CPU", "÷ SDK wall", "÷ SDK core"],
     )
     sdk = report["sdk"]
-    rows = [*report["tracebus"], sdk]
+    rows = [*report["tracebus"], report["routed"], sdk]
     for row in rows:
         label = (
             f"tracebus sink, batch {row['batch_max_traces']}"
             if row["implementation"] == "tracebus"
             else "langfuse SDK (create + export)"
         )
+        if "routed_projects" in row:
+            label += f", {row['routed_projects']} projects routed"
         table.add_row(
             label,
             fmt(row.get("traces_per_s")),
@@ -947,6 +1002,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     ratios, sdk = report["ratios"], report["sdk"]
     best = ratios["per_core_best"]
     verdict = check(best, TARGET_PER_CORE)
+    routed = ratios["routed_vs_unrouted_per_core"]
     lines = [
         f"tracebus ÷ SDK per core (traces per CPU second), best batch "
         f"({ratios['best_batch_max_traces']}): {fmt(best, 2)}× (target ≥ {TARGET_PER_CORE:g}×: "
@@ -954,6 +1010,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         f"against the SDK's threads other than the caller's alone: "
         f"{fmt(ratios['per_core_best_vs_sdk_exporter_threads'], 2)}×",
     ]
+    lines.append(
+        f"routing {ROUTED_PROJECTS} projects ({ROUTED_PROJECTS + 1} consumer groups, each reading "
+        f"the whole topic) ÷ one destination, traces per CPU second at batch {ROUTED_BATCH}: "
+        f"{fmt(routed, 2)}×"
+    )
     payload = [
         f"{label} {row['gzip_bytes_per_span']:,.0f} B gzip / "
         f"{row['protobuf_bytes_per_span']:,.0f} B protobuf per span"
@@ -1010,6 +1071,7 @@ def run_benchmark(config: Config) -> dict[str, Any]:
         (plan.trace_id.encode(), trace_document(plan).model_dump_json(exclude_none=True).encode())
         for plan in timed
     ]
+    routed_topic_records, routed_headers = routed_records(timed)
     workload = {
         "traces": len(timed),
         "spans": sum(len(plan.nodes) for plan in timed),
@@ -1020,6 +1082,7 @@ def run_benchmark(config: Config) -> dict[str, Any]:
     topics = Topics()
     tracebus_runs: dict[int, list[dict[str, Any]]] = {batch: [] for batch in config.batches}
     sdk_runs: list[dict[str, Any]] = []
+    routed_runs: list[dict[str, Any]] = []
     profile = None
     with (
         embedded_broker(topics.partitions(), "tracebus-sink-bench-") as (bootstrap, work),
@@ -1027,22 +1090,34 @@ def run_benchmark(config: Config) -> dict[str, Any]:
     ):
         progress(f"publishing {len(records):,} trace documents")
         publish(bootstrap, topics.traces, records)
+        publish(bootstrap, topics.routed, routed_topic_records, routed_headers)
+        routes = routes_file(work, standin.url)
         for round_index in range(config.rounds):
-            order: list[int | None] = [None, *config.batches]
-            for batch in in_round(order, round_index):
-                label = "langfuse SDK" if batch is None else f"tracebus batch {batch}"
+            runs_of: dict[int | str | None, list[dict[str, Any]]] = {
+                None: sdk_runs,
+                **tracebus_runs,
+                "routed": routed_runs,
+            }
+            for run in in_round(list(runs_of), round_index):
+                label = {None: "langfuse SDK", "routed": "tracebus routed"}.get(
+                    run, f"tracebus batch {run}"
+                )
                 progress(f"round {round_index + 1}: {label}")
                 try:
-                    if batch is None:
-                        sdk_runs.append(run_sdk(standin, workload, config, work))
+                    if run is None:
+                        row = run_sdk(standin, workload, config, work)
+                    elif run == "routed":
+                        row = run_tracebus(
+                            standin, bootstrap, topics, workload, ROUTED_BATCH, config, work, routes
+                        )
                     else:
-                        tracebus_runs[batch].append(
-                            run_tracebus(standin, bootstrap, topics, workload, batch, config, work)
+                        row = run_tracebus(
+                            standin, bootstrap, topics, workload, int(run), config, work
                         )
                 except Exception as error:
-                    failed = {"implementation": "sdk" if batch is None else "tracebus"}
-                    failed.update(batch_max_traces=batch, error=repr(error))
-                    (sdk_runs if batch is None else tracebus_runs[batch]).append(failed)
+                    row = {"implementation": "sdk" if run is None else "tracebus"}
+                    row.update(batch_max_traces=run, error=repr(error))
+                runs_of[run].append(row)
         tracebus = [median_row(rows) for rows in tracebus_runs.values()]
         if config.py_spy:
             found = [row for row in tracebus if "error" not in row]
@@ -1073,7 +1148,8 @@ def run_benchmark(config: Config) -> dict[str, Any]:
         ),
         "tracebus": tracebus,
         "sdk": median_row(sdk_runs),
-        "runs": {"tracebus": tracebus_runs, "sdk": sdk_runs},
+        "routed": median_row(routed_runs),
+        "runs": {"tracebus": tracebus_runs, "sdk": sdk_runs, "routed": routed_runs},
         "profile": profile,
         "target_per_core": TARGET_PER_CORE,
     }
@@ -1127,7 +1203,7 @@ def main(argv: list[str] | None = None) -> int:
         report = run_benchmark(config)
     print_report([throughput_table(report)], summary_lines(report) + profile_lines(report), 160)
     write_json(args.json, report, default=str)
-    rows = [*report["tracebus"], report["sdk"]]
+    rows = [*report["tracebus"], report["routed"], report["sdk"]]
     return 1 if any("error" in row for row in rows) else 0
 
 
