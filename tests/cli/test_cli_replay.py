@@ -81,6 +81,33 @@ def test_a_replay_delivers_each_projects_traces_through_its_route(
     assert {span.key.trace_id for span in own.spans} == {d.trace_id for d in rest}
 
 
+def test_a_replay_of_one_project_delivers_that_projects_traces_alone(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    settings = fresh_settings(broker.bootstrap_servers)
+    shop = [document(f"shop-{i}").model_copy(update={"project": "shop"}) for i in range(2)]
+    billing = document("billing").model_copy(update={"project": "billing"})
+    publish(settings, [shop[0], document("no-project"), billing, shop[1]])
+    routes = tmp_path / "routes.toml"
+    with (
+        LangfuseStandIn("pk-lf-test", "sk-lf-test") as own,
+        LangfuseStandIn("pk-shop", "sk-shop") as shop_standin,
+    ):
+        routes.write_text(
+            f'[projects.shop]\nlangfuse_host = "{shop_standin.url}"\n'
+            'langfuse_public_key = "pk-shop"\nlangfuse_secret_key = "sk-shop"\n'
+        )
+        env = {"TRACEBUS_ROUTES_FILE": str(routes)}
+        routed = run_replay(own, settings, "--from-offset", "0", "--project", "shop", **env)
+        unrouted = run_replay(own, settings, "--from-offset", "0", "--project", "billing", **env)
+    assert routed.exit_code == 0, routed.output
+    assert "replayed 4 records to langfuse: 2 delivered" in routed.output
+    assert unrouted.exit_code == 0, unrouted.output
+    assert "replayed 4 records to langfuse: 1 delivered" in unrouted.output
+    assert {span.key.trace_id for span in shop_standin.spans} == {d.trace_id for d in shop}
+    assert {span.key.trace_id for span in own.spans} == {billing.trace_id}
+
+
 @pytest.mark.parametrize("args", [[], ["--since", "yesterday-ish"]])
 def test_a_replay_without_a_clear_start_is_refused(broker: EmbeddedBroker, args: list[str]) -> None:
     settings = fresh_settings(broker.bootstrap_servers)

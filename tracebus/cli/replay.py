@@ -114,6 +114,13 @@ def replay(
     to_offset: Annotated[
         int | None, typer.Option(min=0, help="End offset (exclusive), in every partition.")
     ] = None,
+    project: Annotated[
+        str | None,
+        typer.Option(
+            help="Only this project's traces, to its route of TRACEBUS_ROUTES_FILE or else the "
+            "destination's own (after an outage of that project's destination alone).",
+        ),
+    ] = None,
     out: Annotated[
         Path, typer.Option(envvar="TRACEBUS_JSONL_DIR", help="jsonl: directory of the files.")
     ] = Path("tracebus-data/traces"),
@@ -128,8 +135,9 @@ def replay(
     same batching, retries and dead letters as `tracebus sink`. Destinations see no
     duplicates: every object has a deterministic id, so what they already have is replaced
     or acknowledged as known. Credentials and the routes file come from the same TRACEBUS_*
-    variables as `tracebus sink`: each project's traces go to its route's destination. Exits 0
-    when the whole range is delivered or dead-lettered.
+    variables as `tracebus sink`: each project's traces go to its route's destination
+    (--project: one project's alone). Exits 0 when the whole range is delivered or
+    dead-lettered.
     """
     if since is None and from_offset is None:
         fail("say where the replay starts: --since or --from-offset", ExitCode.USAGE)
@@ -142,7 +150,7 @@ def replay(
         group_id=f"tracebus-replay-{destination}-{stamp}",
     )
     require_broker(settings.bootstrap_servers, timeout)
-    routed = deliveries_from_environment(destination, out)
+    routed = deliveries_from_environment(destination, out, project)
     span = asyncio.run(
         replay_range(
             settings.bootstrap_servers,

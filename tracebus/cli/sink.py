@@ -182,9 +182,12 @@ def _options_from_environment() -> tuple[DestinationOptions, Path | None]:
     return options, Path(routes) if routes else None
 
 
-def deliveries_from_environment(destination: Destination, out: Path) -> list[Delivery]:
-    """The destination's routes with credentials and routes file from TRACEBUS_* variables."""
-    return deliveries(destination, out, *_options_from_environment())
+def deliveries_from_environment(
+    destination: Destination, out: Path, project: str | None = None
+) -> list[Delivery]:
+    """The destination's routes (or `project`'s alone) with credentials and routes file from
+    TRACEBUS_* variables."""
+    return deliveries(destination, out, *_options_from_environment(), project)
 
 
 def unconfigured(destination: Destination) -> str | None:
@@ -217,26 +220,39 @@ Delivery = tuple[Route, Exporter]
 
 
 def deliveries(
-    destination: Destination, out: Path, options: DestinationOptions, routes_file: Path | None
+    destination: Destination,
+    out: Path,
+    options: DestinationOptions,
+    routes_file: Path | None,
+    project: str | None = None,
 ) -> list[Delivery]:
     """Each route of the sink with the exporter of its destination: one route, for every
-    trace, without a routes file."""
+    trace, without a routes file; with `project`, the one route of that project's traces."""
     if destination is Destination.JSONL:
         from tracebus.sinks.jsonl import JsonlExporter
 
         # One archive of every project: the documents name theirs.
-        return [(EVERY_TRACE, JsonlExporter(out))]
-    if routes_file is None:
-        return [(EVERY_TRACE, _destination(destination, options))]
+        return [(EVERY_TRACE if project is None else Route(project), JsonlExporter(out))]
     from tracebus.sinks.routing import NoDestination, RoutesError, load_routes, routes_of
 
     try:
-        routes = load_routes(routes_file, ROUTE_SETTINGS)
+        routes = {} if routes_file is None else load_routes(routes_file, ROUTE_SETTINGS)
     except RoutesError as error:
         fail(str(error), ExitCode.USAGE)
+    if project is not None:
+        if project in routes:
+            return [
+                (
+                    Route(project),
+                    _destination(destination, replace(options, **routes[project]), project),
+                )
+            ]
+        return [(Route(project), _destination(destination, options))]
+    if not routes:
+        return [(EVERY_TRACE, _destination(destination, options))]
     exporters = [
-        _destination(destination, replace(options, **settings), project)
-        for project, settings in routes.items()
+        _destination(destination, replace(options, **settings), name)
+        for name, settings in routes.items()
     ]
     own = (
         NoDestination(destination.value)
