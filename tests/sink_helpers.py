@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from conftest import consume
@@ -47,6 +50,34 @@ def document(name: str, revision: int = 1, input_value: object = None) -> TraceD
             observation_count=1,
         ),
     )
+
+
+def of_project(name: str, project: str | None) -> TraceDocument:
+    return document(name).model_copy(update={"project": project})
+
+
+def langfuse_route(project: str, standin: LangfuseStandIn) -> str:
+    """A routes-file table sending `project`'s traces to `standin`."""
+    return (
+        f"[projects.{project}]\n"
+        f'langfuse_host = "{standin.url}"\n'
+        f'langfuse_public_key = "{standin.public_key}"\n'
+        f'langfuse_secret_key = "{standin.secret_key}"\n'
+    )
+
+
+@contextmanager
+def project_standins(
+    routes: Path, *projects: str, **options: Any
+) -> Iterator[list[LangfuseStandIn]]:
+    """A Langfuse stand-in per project that accepts that project's keys alone (`options` for
+    each), and the routes file `routes` sending each project's traces to its own."""
+    with ExitStack() as stack:
+        standins = [
+            stack.enter_context(LangfuseStandIn(f"pk-{p}", f"sk-{p}", **options)) for p in projects
+        ]
+        routes.write_text("".join(map(langfuse_route, projects, standins)))
+        yield standins
 
 
 def publish(settings: KafkaSettings, documents: list[TraceDocument]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import fresh_settings
-from sink_helpers import document, publish
+from sink_helpers import document, of_project, project_standins, publish
 from standins.langfuse import LangfuseStandIn
 from typer.testing import CliRunner
 
@@ -62,18 +62,14 @@ def test_a_replay_delivers_each_projects_traces_through_its_route(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     settings = fresh_settings(broker.bootstrap_servers)
-    shop = [document(f"shop-{i}").model_copy(update={"project": "shop"}) for i in range(2)]
-    rest = [document("no-project"), document("ops").model_copy(update={"project": "ops"})]
+    shop = [of_project(f"shop-{i}", "shop") for i in range(2)]
+    rest = [of_project("no-project", None), of_project("ops", "ops")]
     publish(settings, [shop[0], *rest, shop[1]])
     routes = tmp_path / "routes.toml"
     with (
         LangfuseStandIn("pk-lf-test", "sk-lf-test") as own,
-        LangfuseStandIn("pk-shop", "sk-shop") as shop_standin,
+        project_standins(routes, "shop") as (shop_standin,),
     ):
-        routes.write_text(
-            f'[projects.shop]\nlangfuse_host = "{shop_standin.url}"\n'
-            'langfuse_public_key = "pk-shop"\nlangfuse_secret_key = "sk-shop"\n'
-        )
         result = run_replay(own, settings, "--from-offset", "0", TRACEBUS_ROUTES_FILE=str(routes))
     assert result.exit_code == 0, result.output
     assert "replayed 4 records to langfuse: 4 delivered" in result.output
@@ -85,18 +81,14 @@ def test_a_replay_of_one_project_delivers_that_projects_traces_alone(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     settings = fresh_settings(broker.bootstrap_servers)
-    shop = [document(f"shop-{i}").model_copy(update={"project": "shop"}) for i in range(2)]
-    billing = document("billing").model_copy(update={"project": "billing"})
-    publish(settings, [shop[0], document("no-project"), billing, shop[1]])
+    shop = [of_project(f"shop-{i}", "shop") for i in range(2)]
+    billing = of_project("billing", "billing")
+    publish(settings, [shop[0], of_project("no-project", None), billing, shop[1]])
     routes = tmp_path / "routes.toml"
     with (
         LangfuseStandIn("pk-lf-test", "sk-lf-test") as own,
-        LangfuseStandIn("pk-shop", "sk-shop") as shop_standin,
+        project_standins(routes, "shop") as (shop_standin,),
     ):
-        routes.write_text(
-            f'[projects.shop]\nlangfuse_host = "{shop_standin.url}"\n'
-            'langfuse_public_key = "pk-shop"\nlangfuse_secret_key = "sk-shop"\n'
-        )
         env = {"TRACEBUS_ROUTES_FILE": str(routes)}
         routed = run_replay(own, settings, "--from-offset", "0", "--project", "shop", **env)
         unrouted = run_replay(own, settings, "--from-offset", "0", "--project", "billing", **env)

@@ -14,6 +14,8 @@ from sink_helpers import (
     dead_letters,
     delivered_traces,
     document,
+    of_project,
+    project_standins,
     publish,
     send_records,
     sink_group,
@@ -29,12 +31,7 @@ from tracebus.config import KafkaSettings
 from tracebus.kafka import EmbeddedBroker
 from tracebus.kafka.broker import free_port
 from tracebus.ops import group_statuses, list_dead_letters
-from tracebus.schemas import TraceDocument
 from tracebus.sinks.routing import RoutesError, load_routes
-
-
-def of_project(name: str, project: str | None) -> TraceDocument:
-    return document(name).model_copy(update={"project": project})
 
 
 def routes_file(path: Path, text: str) -> Path:
@@ -63,15 +60,6 @@ def failing(port: int, project: str) -> float:
     return metric(port, f"tracebus_sink_destination_failing{{{labels}}}")
 
 
-def langfuse_route(project: str, standin: LangfuseStandIn) -> str:
-    return (
-        f"[projects.{project}]\n"
-        f'langfuse_host = "{standin.url}"\n'
-        f'langfuse_public_key = "{standin.public_key}"\n'
-        f'langfuse_secret_key = "{standin.secret_key}"\n'
-    )
-
-
 def test_each_projects_traces_reach_its_own_langfuse_project_and_the_rest_the_sinks_own(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
@@ -79,15 +67,11 @@ def test_each_projects_traces_reach_its_own_langfuse_project_and_the_rest_the_si
     shop = [of_project(f"shop-{i}", "shop") for i in range(3)]
     ops = [of_project(f"ops-{i}", "ops") for i in range(2)]
     rest = [of_project("unlisted", "billing"), of_project("no-project", None)]
+    routes = tmp_path / "routes.toml"
     with (
-        LangfuseStandIn("pk-shop", "sk-shop") as shop_standin,
-        LangfuseStandIn("pk-ops", "sk-ops") as ops_standin,
+        project_standins(routes, "shop", "ops") as (shop_standin, ops_standin),
         LangfuseStandIn("pk-own", "sk-own") as own_standin,
     ):
-        routes = routes_file(
-            tmp_path / "routes.toml",
-            langfuse_route("shop", shop_standin) + langfuse_route("ops", ops_standin),
-        )
         publish(settings, [*shop, *rest, *ops])  # one batch mixes every project
         worker = SinkProcess(
             "langfuse",
@@ -119,8 +103,8 @@ def test_traces_of_a_project_without_a_destination_are_dead_lettered_and_the_oth
     settings = fresh_settings(broker.bootstrap_servers)
     shop = [of_project(f"shop-{i}", "shop") for i in range(4)]
     unrouted = [of_project("ops", "ops"), of_project("none", None)]
-    with LangfuseStandIn("pk-shop", "sk-shop") as standin:
-        routes = routes_file(tmp_path / "routes.toml", langfuse_route("shop", standin))
+    routes = tmp_path / "routes.toml"
+    with project_standins(routes, "shop") as (standin,):
         publish(settings, [shop[0], unrouted[0], *shop[1:3], unrouted[1], shop[3]])
         worker = SinkProcess(
             "langfuse",
@@ -151,15 +135,12 @@ def test_one_projects_retries_and_rejections_leave_the_others_delivered(
     shop = [of_project(f"shop-{i}", "shop") for i in range(3)]
     huge = document("huge", input_value="x" * 400_000).model_copy(update={"project": "shop"})
     ops = [of_project(f"ops-{i}", "ops") for i in range(3)]
-    with (
-        LangfuseStandIn("pk-shop", "sk-shop", max_body_bytes=200_000) as shop_standin,
-        LangfuseStandIn("pk-ops", "sk-ops") as ops_standin,
+    routes = tmp_path / "routes.toml"
+    with project_standins(routes, "shop", "ops", max_body_bytes=200_000) as (
+        shop_standin,
+        ops_standin,
     ):
         shop_standin.fail_next(503, endpoint="traces")
-        routes = routes_file(
-            tmp_path / "routes.toml",
-            langfuse_route("shop", shop_standin) + langfuse_route("ops", ops_standin),
-        )
         publish(settings, [*ops[:2], shop[0], huge, *shop[1:], ops[2]])
         worker = SinkProcess(
             "langfuse",
@@ -190,15 +171,8 @@ def test_a_project_whose_destination_is_down_holds_back_no_other_project(
     settings = fresh_settings(broker.bootstrap_servers)
     shop = [of_project(f"shop-{i}", "shop") for i in range(3)]
     ops = [of_project(f"ops-{i}", "ops") for i in range(3)]
-    port = free_port()
-    with (
-        LangfuseStandIn("pk-shop", "sk-shop") as shop_standin,
-        LangfuseStandIn("pk-ops", "sk-ops") as ops_standin,
-    ):
-        routes = routes_file(
-            tmp_path / "routes.toml",
-            langfuse_route("shop", shop_standin) + langfuse_route("ops", ops_standin),
-        )
+    port, routes = free_port(), tmp_path / "routes.toml"
+    with project_standins(routes, "shop", "ops") as (shop_standin, ops_standin):
         worker = SinkProcess(
             "langfuse",
             settings,
@@ -233,8 +207,9 @@ def test_a_new_route_starts_where_the_sinks_own_group_is_instead_of_redelivering
 ) -> None:
     settings = fresh_settings(broker.bootstrap_servers)
     before, after = of_project("shop-before", "shop"), of_project("shop-after", "shop")
+    routes = tmp_path / "routes.toml"
     with (
-        LangfuseStandIn("pk-shop", "sk-shop") as shop_standin,
+        project_standins(routes, "shop") as (shop_standin,),
         LangfuseStandIn("pk-own", "sk-own") as own_standin,
     ):
         own = {
@@ -249,7 +224,6 @@ def test_a_new_route_starts_where_the_sinks_own_group_is_instead_of_redelivering
         finally:
             assert worker.stop() == 0, worker.log_tail()
         publish(settings, [after])
-        routes = routes_file(tmp_path / "routes.toml", langfuse_route("shop", shop_standin))
         own["TRACEBUS_ROUTES_FILE"] = str(routes)
         worker = SinkProcess("langfuse", settings, tmp_path, **own)
         try:
@@ -265,14 +239,8 @@ def test_an_unreadable_record_is_dead_lettered_once_not_once_per_route(
 ) -> None:
     settings = fresh_settings(broker.bootstrap_servers)
     shop, ops = of_project("shop", "shop"), of_project("ops", "ops")
-    with (
-        LangfuseStandIn("pk-shop", "sk-shop") as shop_standin,
-        LangfuseStandIn("pk-ops", "sk-ops") as ops_standin,
-    ):
-        routes = routes_file(
-            tmp_path / "routes.toml",
-            langfuse_route("shop", shop_standin) + langfuse_route("ops", ops_standin),
-        )
+    routes = tmp_path / "routes.toml"
+    with project_standins(routes, "shop", "ops") as (shop_standin, ops_standin):
         send_records(settings, [(b"unreadable", b"{not json")])
         publish(settings, [shop, ops])
         worker = SinkProcess("langfuse", settings, tmp_path, TRACEBUS_ROUTES_FILE=str(routes))
