@@ -29,7 +29,14 @@ from tracebus.cli.common import (
     tune_garbage_collector,
 )
 from tracebus.sinks.exporter import Exporter
-from tracebus.sinks.routing import EVERY_TRACE, Route
+from tracebus.sinks.routing import (
+    EVERY_TRACE,
+    NoDestination,
+    Route,
+    RoutesError,
+    load_routes,
+    routes_of,
+)
 from tracebus.sinks.settings import SinkSettings
 
 if TYPE_CHECKING:
@@ -193,8 +200,6 @@ def deliveries_from_environment(
 def unconfigured(destination: Destination) -> str | None:
     """Why the TRACEBUS_* variables do not give `tracebus sink DESTINATION` the credentials it
     needs, neither its own nor in a routes file for every project; None when they do."""
-    from tracebus.sinks.routing import RoutesError, load_routes
-
     options, routes_file = _options_from_environment()
     missing = options.missing(destination)
     if not missing:
@@ -233,21 +238,15 @@ def deliveries(
 
         # One archive of every project: the documents name theirs.
         return [(EVERY_TRACE if project is None else Route(project), JsonlExporter(out))]
-    from tracebus.sinks.routing import NoDestination, RoutesError, load_routes, routes_of
-
     try:
         routes = {} if routes_file is None else load_routes(routes_file, ROUTE_SETTINGS)
     except RoutesError as error:
         fail(str(error), ExitCode.USAGE)
     if project is not None:
-        if project in routes:
-            return [
-                (
-                    Route(project),
-                    _destination(destination, replace(options, **routes[project]), project),
-                )
-            ]
-        return [(Route(project), _destination(destination, options))]
+        if project not in routes:
+            return [(Route(project), _destination(destination, options))]
+        routed = replace(options, **routes[project])
+        return [(Route(project), _destination(destination, routed, project))]
     if not routes:
         return [(EVERY_TRACE, _destination(destination, options))]
     exporters = [
