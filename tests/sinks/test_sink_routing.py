@@ -200,6 +200,8 @@ def test_a_project_whose_destination_is_down_holds_back_no_other_project(
             eventually(lambda: failing(port, "shop") == 0, 30, "shop's route delivering again")
         finally:
             assert worker.stop() == 0, worker.log_tail()
+    log = worker.log_path.read_text()
+    assert "shop" in log and not any(secret in log for secret in ("sk-shop", "sk-ops"))
 
 
 def test_a_new_route_starts_where_the_sinks_own_group_is_instead_of_redelivering_the_topic(
