@@ -190,7 +190,7 @@ def test_a_project_whose_destination_is_down_holds_back_no_other_project(
                 )
                 eventually(lambda: failing(port, "shop") == 1, 30, "shop's route failing")
                 assert failing(port, "ops") == 0
-                assert caught_up(settings, "ops")
+                eventually(lambda: caught_up(settings, "ops"), 30, "ops's group at the end")
                 assert not caught_up(settings, "shop")
             eventually(
                 lambda: delivered_traces(shop_standin) == {d.trace_id for d in shop},
@@ -202,6 +202,43 @@ def test_a_project_whose_destination_is_down_holds_back_no_other_project(
             assert worker.stop() == 0, worker.log_tail()
     log = worker.log_path.read_text()
     assert "shop" in log and not any(secret in log for secret in ("sk-shop", "sk-ops"))
+
+
+def test_routed_sinks_share_each_projects_partitions_and_a_killed_one_loses_nothing(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    settings = fresh_settings(broker.bootstrap_servers)
+    shop = [of_project(f"shop-{i}", "shop") for i in range(20)]
+    ops = [of_project(f"ops-{i}", "ops") for i in range(20)]
+    routes = tmp_path / "routes.toml"
+    groups = [f"{sink_group(settings)}.{project}" for project in ("shop", "ops")]
+
+    def members() -> list[int | None]:
+        statuses = {s.group: s for s in asyncio.run(group_statuses(settings, extra_groups=groups))}
+        return [statuses[group].members for group in groups]
+
+    with project_standins(routes, "shop", "ops") as (shop_standin, ops_standin):
+        workers = [
+            SinkProcess("langfuse", settings, tmp_path, TRACEBUS_ROUTES_FILE=str(routes))
+            for _ in range(2)
+        ]
+        try:
+            publish(settings, [*shop[:10], *ops[:10]])
+            eventually(lambda: members() == [2, 2], 60, "both workers in each project's group")
+            workers[0].kill()
+            publish(settings, [*shop[10:], *ops[10:]])
+            eventually(
+                lambda: (
+                    (delivered_traces(shop_standin), delivered_traces(ops_standin))
+                    == ({d.trace_id for d in shop}, {d.trace_id for d in ops})
+                ),
+                60,
+                "every trace at its project's stand-in after the kill",
+            )
+        finally:
+            assert workers[1].stop() == 0, workers[1].log_tail()
+    # Re-delivered after the kill at most, one row per span at each destination.
+    assert len(shop_standin.spans) == len(shop) and len(ops_standin.spans) == len(ops)
 
 
 def test_a_new_route_starts_where_the_sinks_own_group_is_instead_of_redelivering_the_topic(
