@@ -80,6 +80,18 @@ def test_targets_keep_the_key_and_source_partition_and_mark_the_origin(
         3,
         [("tracebus-redriven-from", b"1/4"), ("tracebus-only-sink", b"langfuse")],
     )
+    # A sink's dead letter keeps the trace's project too: the redrive reaches its route again.
+    routed = sink_letter(kafka, "langfuse", "t", 3, 9)
+    routed.headers.append(("tracebus-project", b"shop"))
+    assert target_of(read_back(routed, 5, 1), kafka, partitions) == Target(
+        kafka.traces_topic,
+        3,
+        [
+            ("tracebus-redriven-from", b"1/5"),
+            ("tracebus-project", b"shop"),
+            ("tracebus-only-sink", b"langfuse"),
+        ],
+    )
 
     # A source partition the topic no longer has: the key chooses.
     moved = target_of(read_back(stream_letter(kafka, "t", 9, 0), 0), kafka, partitions)

@@ -126,6 +126,9 @@ def test_traces_of_a_project_without_a_destination_are_dead_lettered_and_the_oth
         unrouted[1].trace_id: "no destination for traces of no project: the routes file "
         "names no such project and the sink has no destination of its own",
     }
+    # Each keeps its project, so a redrive reaches the project's route once it has one.
+    projects = {r.key.decode(): dict(r.headers).get("tracebus-project") for r in letters}
+    assert projects == {unrouted[0].trace_id: b"ops", unrouted[1].trace_id: None}
 
 
 def test_one_projects_retries_and_rejections_leave_the_others_delivered(
