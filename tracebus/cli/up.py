@@ -447,7 +447,7 @@ def _start_stack(settings: ProducerSettings, out: Path, gateway_port: int) -> Su
         _worker(f"{SINK_PREFIX}jsonl", ["sink", "jsonl", "--out", str(out)]),
     ]
     destinations = [f"{out}/ (jsonl)"]
-    routed = "TRACEBUS_ROUTES_FILE" in os.environ
+    with_routes = "TRACEBUS_ROUTES_FILE" in os.environ
     for destination, title in (
         (Destination.LANGFUSE, "Langfuse"),
         (Destination.LANGSMITH, "LangSmith"),
@@ -456,7 +456,7 @@ def _start_stack(settings: ProducerSettings, out: Path, gateway_port: int) -> Su
         if problem is None:
             children.append(_worker(f"{SINK_PREFIX}{destination}", ["sink", destination.value]))
             destinations.append(title)
-        elif routed:
+        elif with_routes:
             console.print(f"no {title} sink: {problem}")
     # A local dev stack: without keys configured, any client may send.
     anonymous = not (
