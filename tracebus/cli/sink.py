@@ -265,19 +265,12 @@ def delivery_runtimes(
     routed: list[Delivery], settings: SinkSettings, replay: ReplayRange | None = None
 ) -> list[DeliveryRuntime]:
     """A runtime per route, their metrics in one registry."""
-    from tracebus.sinks.metrics import SinkMetricFamilies, SinkMetrics
+    from tracebus.sinks.metrics import SinkMetricFamilies
     from tracebus.sinks.runtime import DeliveryRuntime
 
     families = SinkMetricFamilies()
     return [
-        DeliveryRuntime(
-            exporter,
-            settings,
-            SinkMetrics(exporter.name, families, route.project or ""),
-            replay,
-            route,
-        )
-        for route, exporter in routed
+        DeliveryRuntime(exporter, settings, families, replay, route) for route, exporter in routed
     ]
 
 

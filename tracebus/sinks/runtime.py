@@ -40,7 +40,7 @@ from tracebus.ops.deadletters import (
 from tracebus.ops.groups import admin_client, committed_offsets
 from tracebus.schemas import PROJECT_HEADER, SchemaError, TraceDocument, record_project
 from tracebus.sinks.exporter import Exporter, ExportError
-from tracebus.sinks.metrics import SinkMetrics
+from tracebus.sinks.metrics import SinkMetricFamilies, SinkMetrics
 from tracebus.sinks.offsets import PartitionOffsets
 from tracebus.sinks.routing import EVERY_TRACE, Route
 from tracebus.sinks.settings import SinkSettings
@@ -104,7 +104,7 @@ class DeliveryRuntime:
         self,
         exporter: Exporter,
         settings: SinkSettings,
-        metrics: SinkMetrics | None = None,
+        metric_families: SinkMetricFamilies | None = None,
         replay: ReplayRange | None = None,
         route: Route = EVERY_TRACE,
     ) -> None:
@@ -117,7 +117,7 @@ class DeliveryRuntime:
         self.counts = DeliveryCounts()
         self.heartbeat = Heartbeat()
         self.settings = settings
-        self.metrics = metrics or SinkMetrics(exporter.name, project=route.project or "")
+        self.metrics = SinkMetrics(exporter.name, metric_families, route.project or "")
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
         self._pending: list[Item] = []
         self._oldest_pending = 0.0
