@@ -572,6 +572,8 @@ def faust_agent() -> dict[str, Any]:
     """`Grouping` in a bare agent on the stream worker's own Faust app (`faust_app`, settings
     from the TRACEBUS_* environment), until SIGTERM: what Faust costs without tracebus's work
     (table, validation, enrichment, publication protocol)."""
+    from tracebus.cli.common import ExitCode
+    from tracebus.stopping import StopDeadline
     from tracebus.streams.app import faust_app, run_worker
     from tracebus.streams.settings import StreamSettings
 
@@ -589,7 +591,7 @@ def faust_agent() -> dict[str, Any]:
                 )
 
     app.agent(events, name="group")(group)
-    run_worker(app, loglevel="warning")
+    run_worker(app, StopDeadline(settings.stop_timeout_s, ExitCode.STOP_TIMED_OUT), "warning")
     return grouping.result()
 
 

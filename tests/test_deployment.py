@@ -373,6 +373,16 @@ def test_default_settings_are_valid(name: str) -> None:
     settings(**fields)
 
 
+@pytest.mark.parametrize("name", ["stream", *SINK_SERVICES, "sink-jsonl"])
+def test_compose_waits_out_a_workers_whole_stop_before_killing_it(name: str) -> None:
+    """A worker's stop is bound by its stop timeout; compose's grace period is longer, so the
+    worker commits and leaves its group on its own."""
+    service = services()[name]
+    stop_timeout = float(with_defaults(environment(service)["TRACEBUS_STOP_TIMEOUT_S"]))
+    grace = service["stop_grace_period"]
+    assert grace.endswith("s") and float(grace.removesuffix("s")) > stop_timeout
+
+
 # -- Dockerfile -----------------------------------------------------------------------------------
 
 

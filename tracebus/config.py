@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -59,3 +61,22 @@ class GroupSettings(KafkaSettings):
         "partitions move (the stream: 5 s at most, half the group's rebalance timeout). What "
         "is left is delivered again by the worker that takes the partitions.",
     )
+    stop_timeout_s: float = Field(
+        45.0,
+        gt=0,
+        description="How long a worker that stops may take in all: drain, commit, leave its "
+        "group. One that cannot reach the broker would otherwise wait on its Kafka clients' "
+        "retries (20 minutes for the stream's producer). Past it the worker exits with code 5, "
+        "as if killed: what it did not commit is read again by the worker that takes its "
+        "partitions. Must exceed the drain timeout; give an orchestrator's grace period "
+        "(Kubernetes' terminationGracePeriodSeconds) a few seconds more.",
+    )
+
+    @model_validator(mode="after")
+    def _stop_outlasts_drain(self) -> Self:
+        if self.stop_timeout_s <= self.drain_timeout_s:
+            raise ValueError(
+                f"stop_timeout_s ({self.stop_timeout_s:g}) must exceed drain_timeout_s "
+                f"({self.drain_timeout_s:g}): a stop drains first, then commits"
+            )
+        return self

@@ -31,13 +31,15 @@ class ExitCode(IntEnum):
     USAGE = 2
     UNREACHABLE = 3
     WORKER_FAILED = 4
+    STOP_TIMED_OUT = 5
     INTERRUPTED = 130
 
 
 EXIT_CODES_HELP = (
     "[b]Exit codes:[/b] 0 ok · 1 check failed (stale schemas, missing topics) · "
     "2 usage, configuration or broker start-up error · 3 Kafka broker unreachable · "
-    "4 a worker stopped on an error it must not go past (its log says which)."
+    "4 a worker stopped on an error it must not go past (its log says which) · "
+    "5 a worker's stop outlasted TRACEBUS_STOP_TIMEOUT_S (it exited as if killed)."
     "\n\nEvery option marked \\[env var: …] can also be set in that environment variable."
 )
 

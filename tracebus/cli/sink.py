@@ -38,6 +38,7 @@ from tracebus.sinks.routing import (
     routes_of,
 )
 from tracebus.sinks.settings import SinkSettings
+from tracebus.stopping import StopDeadline
 
 if TYPE_CHECKING:
     from tracebus.sinks.runtime import DeliveryRuntime, ReplayRange
@@ -146,7 +147,8 @@ def sink(
             f"sink {runtime.label} delivering from {settings.traces_topic} as group "
             f"{runtime.group} ({runtime.exporter!r})"
         )
-    asyncio.run(_run_until_signalled(runtimes))
+    deadline = StopDeadline(settings.stop_timeout_s, ExitCode.STOP_TIMED_OUT)
+    asyncio.run(_run_until_signalled(runtimes, deadline))
     console.print(f"sink {destination} stopped")
 
 
@@ -300,11 +302,22 @@ def _destination(
     )
 
 
-async def _run_until_signalled(runtimes: list[DeliveryRuntime]) -> None:
+async def _run_until_signalled(runtimes: list[DeliveryRuntime], deadline: StopDeadline) -> None:
+    """Run until SIGTERM/SIGINT or a runtime's failure; the stop that follows either is bound by
+    `deadline`."""
     from tracebus.sinks.runtime import run_together
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await run_together(runtimes, stop)
+
+    async def arm_once_stopping() -> None:
+        await stop.wait()
+        deadline.arm()
+
+    arming = asyncio.create_task(arm_once_stopping())
+    try:
+        await run_together(runtimes, stop)
+    finally:
+        arming.cancel()

@@ -95,6 +95,7 @@ def stream(
     )
     require_broker(settings.bootstrap_servers, timeout)
     from tracebus.observability import serve_metrics
+    from tracebus.stopping import StopDeadline
     from tracebus.streams.app import StreamWorker, run_worker
     from tracebus.streams.pricing import PriceBook, PriceFileError
 
@@ -107,5 +108,6 @@ def stream(
     if settings.metrics_port is not None:
         serve_metrics(settings.metrics_port, worker.metrics.registry, worker.heartbeat)
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-    if run_worker(worker.app, loglevel=level) != ExitCode.OK:
+    deadline = StopDeadline(settings.stop_timeout_s, ExitCode.STOP_TIMED_OUT)
+    if run_worker(worker.app, deadline, loglevel=level) != ExitCode.OK:
         fail("the stream worker stopped on an error (see its log)", ExitCode.WORKER_FAILED)

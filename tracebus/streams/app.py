@@ -67,6 +67,7 @@ from tracebus.ops.deadletters import (
 from tracebus.ops.groups import admin_client, committed_offsets
 from tracebus.ops.topic_reader import TopicReader
 from tracebus.schemas import PROJECT_HEADER, Completion, SchemaError, record_project
+from tracebus.stopping import StopDeadline
 from tracebus.streams.assembly import (
     OPEN,
     PUBLISHED,
@@ -911,10 +912,24 @@ def faust_app(settings: StreamSettings) -> faust.App:
     return app
 
 
-def run_worker(app: faust.App, loglevel: str = "info") -> int:
+class _BoundedStopWorker(faust.Worker):  # type: ignore[misc]
+    """A Faust worker whose stop, however it begins (a signal, a crash, a refused write), ends
+    the process by `deadline` (`tracebus/stopping.py`)."""
+
+    def __init__(self, app: faust.App, deadline: StopDeadline, **options: Any) -> None:
+        super().__init__(app, **options)
+        self.deadline = deadline
+
+    async def on_stop(self) -> None:
+        self.deadline.arm()
+        await super().on_stop()
+
+
+def run_worker(app: faust.App, deadline: StopDeadline, loglevel: str = "info") -> int:
     """Run until SIGTERM/SIGINT, a crash or a refused write (`transport.py`); the exit code
-    `faust worker` would end with, and 1 for a refused write."""
-    faust_worker = faust.Worker(app, loglevel=loglevel.lower(), quiet=True)
+    `faust worker` would end with, and 1 for a refused write. A stop that outlasts `deadline`
+    exits the process with the deadline's code instead."""
+    faust_worker = _BoundedStopWorker(app, deadline, loglevel=loglevel.lower(), quiet=True)
     # Faust's spinner sets the root logger to DEBUG, which costs ~9% CPU in log records.
     faust_worker.spinner = None
     try:
