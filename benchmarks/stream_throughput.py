@@ -591,7 +591,7 @@ def faust_agent() -> dict[str, Any]:
                 )
 
     app.agent(events, name="group")(group)
-    run_worker(app, StopDeadline(settings.stop_timeout_s, ExitCode.STOP_TIMED_OUT), "warning")
+    run_worker(app, StopDeadline(settings.stop_timeout_s, ExitCode.STOP_TIMED_OUT))
     return grouping.result()
 
 

@@ -15,7 +15,7 @@ def test_top_level_help_lists_every_command_with_an_example_and_the_exit_codes()
         assert f" {command} " in result.output
         assert f"tracebus {command} " in result.output, f"no example for {command}"
     assert "Exit codes" in result.output
-    for code in ("0 ok", "1 check failed", "2 usage", "3 Kafka broker unreachable"):
+    for code in ("0 ok", "1 check failed", "2 usage", "3 Kafka broker unreachable", "5 a worker"):
         assert code in result.output
     assert "TRACEBUS_LOG_LEVEL" in result.output
 

@@ -9,6 +9,8 @@ import re
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from enum import IntEnum, StrEnum
 from types import FrameType, TracebackType
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -237,6 +239,43 @@ class _SingleLineFormatter(logging.Formatter):
         return super().format(record).replace("\n", "\\n")
 
 
+class RepeatedRecords(logging.Filter):
+    """Lets each kind of record from the client libraries (aiokafka, Faust) pass once per
+    `window` seconds; the next one to pass says how many were held back meanwhile.
+
+    They log every attempt of their retry loops: a worker cut off from its broker wrote about
+    40 lines a second, burying whatever else its log said. tracebus's own records pass as they
+    come: each is written to be read."""
+
+    _MAX_KINDS = 1_000  # messages formatted before logging make a kind each: bound them
+
+    def __init__(self, window: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.window = window
+        self.clock = clock
+        # (logger, level, message template) → when one last passed, how many held back since
+        self._kinds: dict[tuple[str, int, str], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "tracebus" or record.name.startswith("tracebus."):
+            return True
+        kind = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        with self._lock:
+            last = self._kinds.get(kind)
+            if last is not None and now - last[0] < self.window:
+                self._kinds[kind] = (last[0], last[1] + 1)
+                return False
+            if len(self._kinds) >= self._MAX_KINDS:
+                self._kinds.clear()
+            self._kinds[kind] = (now, 0)
+        if last is not None and last[1]:
+            # No `%` added: the message may be a template its arguments are formatted into.
+            record.msg = f"{kind[2]} ({last[1]} more like it in the {now - last[0]:.0f} s before)"
+        return True
+
+
 _HANDLER_NAME = "tracebus-cli"
 
 
@@ -260,6 +299,7 @@ def configure_logging(level: LogLevel) -> None:
             root.removeHandler(handler)
     handler = _StderrHandler()
     handler.set_name(_HANDLER_NAME)
+    handler.addFilter(RepeatedRecords())
     handler.setFormatter(
         _SingleLineFormatter(
             "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -107,7 +106,6 @@ def stream(
     worker = StreamWorker(settings, pricing)
     if settings.metrics_port is not None:
         serve_metrics(settings.metrics_port, worker.metrics.registry, worker.heartbeat)
-    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     deadline = StopDeadline(settings.stop_timeout_s, ExitCode.STOP_TIMED_OUT)
-    if run_worker(worker.app, deadline, loglevel=level) != ExitCode.OK:
+    if run_worker(worker.app, deadline) != ExitCode.OK:
         fail("the stream worker stopped on an error (see its log)", ExitCode.WORKER_FAILED)

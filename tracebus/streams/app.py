@@ -925,11 +925,12 @@ class _BoundedStopWorker(faust.Worker):  # type: ignore[misc]
         await super().on_stop()
 
 
-def run_worker(app: faust.App, deadline: StopDeadline, loglevel: str = "info") -> int:
+def run_worker(app: faust.App, deadline: StopDeadline) -> int:
     """Run until SIGTERM/SIGINT, a crash or a refused write (`transport.py`); the exit code
     `faust worker` would end with, and 1 for a refused write. A stop that outlasts `deadline`
-    exits the process with the deadline's code instead."""
-    faust_worker = _BoundedStopWorker(app, deadline, loglevel=loglevel.lower(), quiet=True)
+    exits the process with the deadline's code instead. Logging stays as the process set it
+    up (the CLI's one line per record), not Faust's."""
+    faust_worker = _BoundedStopWorker(app, deadline, quiet=True, override_logging=False)
     # Faust's spinner sets the root logger to DEBUG, which costs ~9% CPU in log records.
     faust_worker.spinner = None
     try:
