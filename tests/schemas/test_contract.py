@@ -10,6 +10,7 @@ from tracebus.schemas import (
     Limits,
     SchemaError,
     decode_batch,
+    decode_document,
     encode_batch,
     normalize_usage,
     parse_traceparent,
@@ -109,6 +110,23 @@ def test_malformed_json_and_oversize_records_are_rejected_clearly() -> None:
         decode_batch(b'{"schema_version":1,')
     with pytest.raises(SchemaError, match="record is 2001 bytes; limit 2000"):
         decode_batch(b" " * 2001, max_record_bytes=2000)
+
+
+def test_a_trace_document_is_decoded_with_the_same_clear_errors() -> None:
+    with pytest.raises(SchemaError, match="malformed JSON"):
+        decode_document(b'{"schema_version":1,')
+    with pytest.raises(SchemaError, match="unsupported schema_version 2"):
+        decode_document(b'{"schema_version":2}')
+
+
+def test_an_error_names_its_first_ten_problems_and_counts_the_rest() -> None:
+    """Its message travels in a dead letter's header; every problem stays in `problems`."""
+    bad = [observation(event_id=f"e{i}", kind="llm") for i in range(12)]
+    with pytest.raises(SchemaError) as caught:
+        decode_batch(record(*bad))
+    assert len(caught.value.problems) == 12
+    assert str(caught.value).count("events[") == 10
+    assert str(caught.value).endswith(" (and 2 more)")
 
 
 def test_an_observation_cannot_be_its_own_parent() -> None:

@@ -18,6 +18,7 @@ from tracebus.schemas.models import (
     Event,
     EventBatch,
 )
+from tracebus.schemas.traces import TraceDocument
 
 DEFAULT_MAX_RECORD_BYTES = 1_000_000
 _EVENT_TAGS = frozenset({"trace", "observation", "observation_update", "score"})
@@ -35,9 +36,14 @@ class Problem(NamedTuple):
 class SchemaError(ValueError):
     """Input that does not satisfy the wire contract; `problems` lists every violation."""
 
+    _SHOWN = 10  # the message travels in dead letters' headers: the first problems tell enough
+
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = list(problems)
-        super().__init__("; ".join(str(p) for p in self.problems))
+        message = "; ".join(str(p) for p in self.problems[: self._SHOWN])
+        if len(self.problems) > self._SHOWN:
+            message += f" (and {len(self.problems) - self._SHOWN} more)"
+        super().__init__(message)
 
 
 def record_project(header: bytes | None) -> str | None:
@@ -104,6 +110,12 @@ def _problems(error: ValidationError) -> list[Problem]:
     return problems
 
 
+def _invalid(error: ValidationError) -> SchemaError:
+    if any(d["type"] == "json_invalid" for d in error.errors()):
+        return SchemaError([Problem("", f"malformed JSON: {error.errors()[0]['msg']}")])
+    return SchemaError(_problems(error))
+
+
 def decode_batch(data: bytes, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> EventBatch:
     """Parse and validate one record value; raises SchemaError listing every problem."""
     if len(data) > max_record_bytes:
@@ -111,11 +123,15 @@ def decode_batch(data: bytes, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) 
     try:
         return EventBatch.model_validate_json(data)
     except ValidationError as error:
-        if any(d["type"] == "json_invalid" for d in error.errors()):
-            raise SchemaError(
-                [Problem("", f"malformed JSON: {error.errors()[0]['msg']}")]
-            ) from None
-        raise SchemaError(_problems(error)) from None
+        raise _invalid(error) from None
+
+
+def decode_document(data: bytes) -> TraceDocument:
+    """Parse and validate one trace document; raises SchemaError listing every problem."""
+    try:
+        return TraceDocument.model_validate_json(data)
+    except ValidationError as error:
+        raise _invalid(error) from None
 
 
 def validate_event(event: dict[str, Any] | bytes) -> AnyEvent:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
-from pydantic import ValidationError
 
 from tracebus.kafka.groups import leave_on_stop
 from tracebus.kafka.settings import FETCH_MAX_WAIT_MS
@@ -38,7 +37,13 @@ from tracebus.ops.deadletters import (
     STATUS_HEADER,
 )
 from tracebus.ops.groups import admin_client, committed_offsets
-from tracebus.schemas import PROJECT_HEADER, SchemaError, TraceDocument, record_project
+from tracebus.schemas import (
+    PROJECT_HEADER,
+    SchemaError,
+    TraceDocument,
+    decode_document,
+    record_project,
+)
 from tracebus.sinks.exporter import Exporter, ExportError
 from tracebus.sinks.metrics import SinkMetricFamilies, SinkMetrics
 from tracebus.sinks.offsets import PartitionOffsets
@@ -285,17 +290,14 @@ class DeliveryRuntime:
             self._offsets[partition].done(record.offset)
             return
         try:
-            document = TraceDocument.model_validate_json(record.value)
-        except ValidationError as error:
+            document = decode_document(record.value)
+        except SchemaError as error:
             if stamped is None and not self.route.takes_the_rest:
                 self._offsets[partition].done(record.offset)
                 return
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:10]
-            )
             await self._dead_letter_records(
                 [Letter(partition, record.offset, record.key, record.value, stamped)],
-                f"not a trace document: {problems}",
+                f"not a trace document: {error}",
                 "invalid",
             )
             return
