@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from tracebus.cli import schemas, topics
+from tracebus.cli.backfill import backfill
 from tracebus.cli.broker import broker
 from tracebus.cli.common import EXIT_CODES_HELP, LogLevel, configure_logging, console
 from tracebus.cli.demo import demo
@@ -37,6 +38,7 @@ app = typer.Typer(
     "  tracebus status                        lag, dead letters, worker throughput\n"
     "  tracebus dlq redrive --stage stream    re-send dead letters once fixed\n"
     "  tracebus replay langfuse --since 2h    re-deliver the last two hours after an outage\n"
+    "  tracebus backfill langsmith archive/   deliver archived traces (the jsonl sink's files)\n"
     "  tracebus schemas export --out schemas  JSON Schema files for other languages\n"
     "  tracebus schemas check --dir schemas   exit 1 if those files are stale\n\n"
     "[b]tracebus COMMAND --help[/b] shows each command's options and examples.",
@@ -110,6 +112,11 @@ app.command(
     epilog="Examples: [cyan]tracebus replay langfuse --since 2026-11-26T09:00 --until "
     "2026-11-26T10:30[/cyan] · [cyan]tracebus replay langsmith --from-offset 0[/cyan]",
 )(replay)
+app.command(
+    "backfill",
+    epilog="Examples: [cyan]tracebus backfill langsmith tracebus-data/traces --since 30d[/cyan] · "
+    "[cyan]tracebus backfill langfuse restored/*.jsonl --project shop[/cyan]",
+)(backfill)
 app.add_typer(topics.app, name="topics")
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(dlq_app, name="dlq")

@@ -165,29 +165,35 @@ def replay(
         console.print("nothing to replay in that range")
         return
     runtimes = delivery_runtimes(routed, settings, span)
-    asyncio.run(_run_with_progress(runtimes, span.total))
-    counts = [runtime.counts for runtime in runtimes]
+    asyncio.run(deliver_with_progress(runtimes, span.total, "replay"))
     console.print(
-        f"replayed {span.total:,} records to {destination}: "
-        f"{sum(c.delivered for c in counts):,} delivered, "
-        f"{sum(c.superseded for c in counts):,} superseded by a higher revision, "
-        f"{sum(c.retries for c in counts):,} retries, "
-        f"{sum(c.dead_lettered for c in counts):,} dead-lettered "
+        f"replayed {span.total:,} records to {destination}: {delivery_summary(runtimes)} "
         f"(group {settings.group(destination)})"
     )
 
 
-async def _run_with_progress(runtimes: list[DeliveryRuntime], total: int) -> None:
-    """Each route's runtime reads the whole range: the bar shows how far the slowest is."""
+def delivery_summary(runtimes: list[DeliveryRuntime]) -> str:
+    counts = [runtime.counts for runtime in runtimes]
+    return (
+        f"{sum(c.delivered for c in counts):,} delivered, "
+        f"{sum(c.superseded for c in counts):,} superseded by a higher revision, "
+        f"{sum(c.retries for c in counts):,} retries, "
+        f"{sum(c.dead_lettered for c in counts):,} dead-lettered"
+    )
+
+
+async def deliver_with_progress(runtimes: list[DeliveryRuntime], total: int, label: str) -> None:
+    """Run replaying runtimes to the end of their range. Each route's runtime reads the whole
+    range: the bar shows how far the slowest is."""
     stop = asyncio.Event()
     with Progress(
-        TextColumn("replay"),
+        TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
     ) as progress:
-        task = progress.add_task("replay", total=total)
+        task = progress.add_task(label, total=total)
         running = asyncio.create_task(run_together(runtimes, stop))
         while not running.done():
             progress.update(task, completed=min(r.replayed_records() for r in runtimes))

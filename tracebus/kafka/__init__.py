@@ -5,6 +5,7 @@ from tracebus.kafka.broker import BrokerError, EmbeddedBroker
 from tracebus.kafka.topics import (
     TopicCreationError,
     create_topics,
+    delete_topics,
     describe_topics,
     wait_for_broker,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "EmbeddedBroker",
     "TopicCreationError",
     "create_topics",
+    "delete_topics",
     "describe_topics",
     "wait_for_broker",
 ]

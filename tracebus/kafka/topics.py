@@ -114,3 +114,18 @@ async def describe_topics(bootstrap_servers: str, names: list[str]) -> list[Topi
             replicas = min((len(p["replicas"]) for p in topic["partitions"]), default=None)
             infos.append(TopicInfo(name, len(topic["partitions"]), error, replicas))
     return infos
+
+
+async def delete_topics(bootstrap_servers: str, names: list[str]) -> None:
+    """Delete the topics; raises KafkaError when the broker refuses one."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    try:
+        await admin.start()
+        response = await admin.delete_topics(names)
+    except KafkaConnectionError as error:
+        raise ConnectionError(f"cannot reach Kafka at {bootstrap_servers}: {error}") from None
+    finally:
+        await admin.close()
+    refused = [f"{name}: error {code}" for name, code in response.topic_error_codes if code]
+    if refused:
+        raise KafkaError("Kafka refused to delete " + "; ".join(refused))
