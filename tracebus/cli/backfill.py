@@ -10,14 +10,7 @@ from typing import Annotated
 
 import typer
 from aiokafka.errors import KafkaError
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import DownloadColumn
 from rich.table import Table
 
 from tracebus.cli.common import (
@@ -34,6 +27,7 @@ from tracebus.cli.common import (
     console,
     err_console,
     fail,
+    progress_bar,
     require_broker,
 )
 from tracebus.cli.replay import (
@@ -139,9 +133,7 @@ def _unix_nano(value: str | None) -> int | None:
 
 
 def _read(files: list[Path], scope: Scope) -> Selection:
-    with Progress(
-        TextColumn("read"), BarColumn(), DownloadColumn(), TimeElapsedColumn(), console=console
-    ) as progress:
+    with progress_bar(DownloadColumn()) as progress:
         task = progress.add_task("read", total=sum(path.stat().st_size for path in files))
         return select(files, scope, lambda size: progress.advance(task, size))
 
@@ -163,9 +155,7 @@ def _deliver(
     selection: Selection,
     routed: list[Delivery],
 ) -> None:
-    with Progress(
-        TextColumn("load"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    ) as progress:
+    with progress_bar() as progress:
         task = progress.add_task("load", total=selection.chosen)
         asyncio.run(
             load(

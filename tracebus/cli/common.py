@@ -20,6 +20,14 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from tracebus.config import KafkaSettings
 from tracebus.kafka import wait_for_broker
@@ -183,6 +191,18 @@ def require_broker(bootstrap_servers: str, timeout: float) -> None:
             "or point --bootstrap-servers / TRACEBUS_BOOTSTRAP_SERVERS at yours",
             ExitCode.UNREACHABLE,
         )
+
+
+def progress_bar(amount: ProgressColumn | None = None, stream: Console = console) -> Progress:
+    """The bar of long work: what it is (the task's description), how much of it is done (a
+    count of the total unless `amount` shows it otherwise, as bytes), how long it has taken."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        amount or MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stream,
+    )
 
 
 # -- signals ------------------------------------------------------------------------------------

@@ -8,14 +8,6 @@ from typing import Annotated
 
 import typer
 from aiokafka.errors import KafkaError
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from tracebus.cli.common import (
@@ -36,6 +28,7 @@ from tracebus.cli.common import (
     build_settings,
     console,
     fail,
+    progress_bar,
     require_broker,
     safe_servers,
 )
@@ -137,14 +130,7 @@ def demo(
     pace = f"{rate:g}/s" if rate else "max rate"
     with (
         StopSignals() as stop,
-        Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress,
+        progress_bar() as progress,
     ):
         task = progress.add_task(f"demo traces → {settings.events_topic} ({pace})", total=traces)
         stats = run_demo(

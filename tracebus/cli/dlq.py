@@ -10,7 +10,6 @@ from typing import Annotated, Any, TypeVar
 import orjson
 import typer
 from aiokafka.errors import KafkaError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -30,6 +29,7 @@ from tracebus.cli.common import (
     console,
     err_console,
     fail,
+    progress_bar,
     require_broker,
     safe_servers,
 )
@@ -408,13 +408,7 @@ def redrive_command(
         dead_letter_topic=dead_letter_topic,
     )
     require_broker(settings.bootstrap_servers, timeout)
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    )
+    progress = progress_bar(stream=err_console)
     task = progress.add_task("examining dead letters", total=None)
 
     def examined(done: int, total: int) -> None:

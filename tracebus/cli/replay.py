@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tracebus.cli.common import (
     DEFAULT_BOOTSTRAP_SERVERS,
@@ -26,6 +25,7 @@ from tracebus.cli.common import (
     build_settings,
     console,
     fail,
+    progress_bar,
     require_broker,
 )
 from tracebus.cli.sink import Destination, deliveries_from_environment, delivery_runtimes
@@ -186,13 +186,7 @@ async def deliver_with_progress(runtimes: list[DeliveryRuntime], total: int, lab
     """Run replaying runtimes to the end of their range. Each route's runtime reads the whole
     range: the bar shows how far the slowest is."""
     stop = asyncio.Event()
-    with Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    with progress_bar() as progress:
         task = progress.add_task(label, total=total)
         running = asyncio.create_task(run_together(runtimes, stop))
         while not running.done():
