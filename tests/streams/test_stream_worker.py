@@ -360,6 +360,33 @@ def test_a_trace_takes_its_project_from_its_first_stamped_record_and_refuses_oth
     )
 
 
+def test_a_trace_published_without_a_project_keeps_going_where_its_first_revision_went(
+    stream: KafkaSettings,
+) -> None:
+    """A stamped record arriving late joins the next revision, which does not take the project:
+    otherwise revision 1 would stay at one destination and revision 2 reach another."""
+    trace_id, root, late = new_trace_id(), new_observation_id(), new_observation_id()
+    key = trace_id.encode()
+    ended = 1_700_000_001_000_000_000
+    root_event = observation_event(trace_id, root, end_time_unix_nano=ended)
+    send_raw(stream, [(key, encode_batch(trace_id, [root_event]))])
+    [first] = published(stream, trace_id)
+    late_event = observation_event(
+        trace_id, late, parent_observation_id=root, end_time_unix_nano=ended
+    )
+    send_raw(stream, [(key, encode_batch(trace_id, [late_event]))], [(PROJECT_HEADER, b"shop")])
+    documents = published(stream, trace_id, revisions=2)
+    second = max(documents, key=lambda d: d.revision)
+    assert (first.project, second.revision, second.project) == (None, 2, None)
+    assert {o.observation_id for o in second.observations} == {root, late}
+    records = consume(
+        stream.bootstrap_servers,
+        stream.traces_topic,
+        lambda records: len([r for r in records if r.key == key]) >= 2,
+    )
+    assert [dict(r.headers).get(PROJECT_HEADER) for r in records if r.key == key] == [None, None]
+
+
 def test_nothing_is_published_twice_at_the_same_revision(stream: KafkaSettings) -> None:
     documents = read_documents(stream, lambda d: len(d) > 0)
     keys = [(d.trace_id, d.revision, d.part) for d in documents]

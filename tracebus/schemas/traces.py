@@ -116,8 +116,9 @@ class TraceDocument(_Strict):
     project: ShortText | None = Field(
         None,
         description="The project of its first events record stamped with one (the "
-        "tracebus-project header: the gateway's API key, or the producer's setting); records "
-        "of another project do not join the trace. Sinks route by it.",
+        "tracebus-project header: the gateway's API key, or the producer's setting), if that "
+        "came before the trace was first published; records of another project do not join "
+        "the trace. Sinks route by it.",
     )
     revision: int = Field(ge=1, description="Increases when late observations re-publish.")
     part: int = Field(1, ge=1)

@@ -235,9 +235,11 @@ class StreamWorker:
         self.metrics.duplicates.inc(result.duplicates)
         self.metrics.late_events.inc(result.late)
         if result.applied:
-            adopted = project is not None and state.project is None
+            # The trace's first stamped record names its project, unless the trace went out
+            # without one: its next revisions then follow the first to the same destination.
+            adopted = project is not None and state.project is None and state.revision == 0
             if adopted:
-                state.project = project  # the trace's first stamped record names it
+                state.project = project
             key = record_key(trace_id, message.partition, message.offset, now, project)
             state.records.append((key, value))
             await self._put(state.partition, key, value)
