@@ -32,10 +32,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> Result:
 
 
 @contextmanager
-def cli_process(*args: str) -> Iterator[subprocess.Popen[str]]:
-    """`tracebus ARGS` as a subprocess (for commands that run until a signal); killed at exit."""
-    env = {**os.environ, **WIDE, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
-    env = {key: value for key, value in env.items() if not key.startswith("TRACEBUS_")}
+def cli_process(*args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+    """`tracebus ARGS` as a subprocess (for commands that run until a signal), with no
+    TRACEBUS_* variables but those of `env`; killed at exit."""
+    inherited = {**os.environ, **WIDE, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
+    env = {
+        **{key: value for key, value in inherited.items() if not key.startswith("TRACEBUS_")},
+        **(env or {}),
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "tracebus.cli", *args],
         stdout=subprocess.PIPE,

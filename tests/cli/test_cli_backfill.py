@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
+from cli_helpers import cli_process, poll, stop
 from conftest import fresh_settings
 from sink_helpers import START, document, of_project, project_standins
 from standins.langfuse import LangfuseStandIn
@@ -137,3 +138,51 @@ def test_a_backfill_takes_the_traces_of_its_time_range_and_project_through_its_r
     assert {span.key.trace_id for span in shop.spans} == {d.trace_id for d in during}
     assert own.spans == []
     assert re.search(r"out of the time range or project +│ 3 ", result.output)
+
+
+def test_an_interrupted_backfill_resumes_where_it_stopped(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """Ctrl-C or SIGTERM: what is in flight ends (within the drain timeout), what was delivered
+    is committed, and the topic stays for --resume, which delivers the rest, each trace once."""
+    settings = fresh_settings(broker.bootstrap_servers)
+    documents = [document(f"t-{i}") for i in range(500)]
+    archive = tmp_path / "traces.jsonl"
+    archive.write_bytes(b"".join(map(line, documents)))
+    one_at_a_time = {
+        "TRACEBUS_BATCH_MAX_TRACES": "1",
+        "TRACEBUS_MAX_IN_FLIGHT": "1",
+        "TRACEBUS_DRAIN_TIMEOUT_S": "1",
+    }
+    with LangfuseStandIn("pk-lf-test", "sk-lf-test") as standin:
+        env = {**settings.worker_env(), "TRACEBUS_LANGFUSE_HOST": standin.url, **KEYS}
+        with cli_process("backfill", "langfuse", str(archive), env={**env, **one_at_a_time}) as run:
+            poll(lambda: len(standin.spans) >= 20, 60, "deliveries", run)
+            standin.hang_next()
+            poll(lambda: standin.held == 1, 30, "a delivery in flight", run)
+            code, _, stderr = stop(run)
+        delivered_before = len(standin.spans)
+        assert code == 130, stderr
+        [topic] = re.findall(r"--resume (\S+)` goes on from there", stderr)
+        assert topic in topics(settings)
+        resumed = run_backfill(standin, settings, "--resume", topic)
+    assert resumed.exit_code == 0, resumed.output
+    assert 20 <= delivered_before < 500
+    assert {span.key.trace_id for span in standin.spans} == {d.trace_id for d in documents}
+    assert set(standin.receipts.values()) == {1}
+    assert topic not in topics(settings)
+
+
+def test_a_backfill_names_its_archive_or_resumes_one_and_not_both(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    settings = fresh_settings(broker.bootstrap_servers)
+    archive = tmp_path / "traces.jsonl"
+    archive.write_bytes(line(document("t")))
+    with LangfuseStandIn("pk-lf-test", "sk-lf-test") as standin:
+        neither = run_backfill(standin, settings)
+        both = run_backfill(standin, settings, str(archive), "--resume", "some-topic")
+        narrowed = run_backfill(standin, settings, "--resume", "some-topic", "--since", "1d")
+    assert [r.exit_code for r in (neither, both, narrowed)] == [2, 2, 2]
+    assert "name the archive to read, or --resume" in neither.output
+    assert "--resume goes on with the interrupted backfill's own choice" in narrowed.output

@@ -20,6 +20,7 @@ from tracebus.cli.common import (
     BootstrapServers,
     DeadLetterTopic,
     ExitCode,
+    StopSignals,
     Timeout,
     TracesTopic,
     build_settings,
@@ -165,7 +166,13 @@ def replay(
         console.print("nothing to replay in that range")
         return
     runtimes = delivery_runtimes(routed, settings, span)
-    asyncio.run(deliver_with_progress(runtimes, span.total, "replay"))
+    complete = asyncio.run(deliver_with_progress(runtimes, span.total, "replay"))
+    if not complete:
+        fail(
+            f"interrupted: {delivery_summary(runtimes)} of {span.total:,} records; replay the "
+            "same range again for the rest (destinations replace what they already have)",
+            ExitCode.INTERRUPTED,
+        )
     console.print(
         f"replayed {span.total:,} records to {destination}: {delivery_summary(runtimes)} "
         f"(group {settings.group(destination)})"
@@ -182,15 +189,21 @@ def delivery_summary(runtimes: list[DeliveryRuntime]) -> str:
     )
 
 
-async def deliver_with_progress(runtimes: list[DeliveryRuntime], total: int, label: str) -> None:
-    """Run replaying runtimes to the end of their range. Each route's runtime reads the whole
-    range: the bar shows how far the slowest is."""
+async def deliver_with_progress(runtimes: list[DeliveryRuntime], total: int, label: str) -> bool:
+    """Run replaying runtimes to the end of their range, or until Ctrl-C or SIGTERM: they then
+    deliver what they have taken on and commit, as a stopping sink does (a second signal
+    stops at once). Each route's runtime reads the whole range: the bar shows how far the
+    slowest is. True when the whole range was delivered or dead-lettered."""
     stop = asyncio.Event()
-    with progress_bar() as progress:
+    with StopSignals() as signals, progress_bar() as progress:
         task = progress.add_task(label, total=total)
         running = asyncio.create_task(run_together(runtimes, stop))
         while not running.done():
+            if signals.event.is_set():
+                stop.set()
             progress.update(task, completed=min(r.replayed_records() for r in runtimes))
             await asyncio.wait([running], timeout=0.2)
-        progress.update(task, completed=min(r.replayed_records() for r in runtimes))
+        done = min(r.replayed_records() for r in runtimes)
+        progress.update(task, completed=done)
         running.result()
+    return done >= total
