@@ -186,6 +186,15 @@ def test_up_refuses_a_gateway_port_in_use(tmp_path: Path) -> None:
     assert "--gateway-port 0" in stderr
 
 
+def test_up_refuses_the_security_settings_of_a_kafka_cluster(tmp_path: Path) -> None:
+    """Its broker is a local one without TLS or SASL: its workers could not connect."""
+    security = {"TRACEBUS_KAFKA_SECURITY_PROTOCOL": "SSL"}
+    with cli_process("up", "--port", str(free_port()), "--out", str(tmp_path), env=security) as up:
+        stdout, stderr = up.communicate(timeout=20)
+    assert up.returncode == 2, stdout + stderr
+    assert "unset the TRACEBUS_KAFKA_* security settings" in stderr
+
+
 def test_worker_totals_add_counters_up_across_restarts_and_keep_the_last_gauges() -> None:
     totals = WorkerTotals()
     assert totals.get("delivered") is None

@@ -30,7 +30,8 @@ from rich.progress import (
 )
 
 from tracebus.config import KafkaSettings
-from tracebus.kafka import wait_for_broker
+from tracebus.kafka import KafkaAuthenticationError, wait_for_broker
+from tracebus.kafka.connection import KafkaSecurity
 
 SettingsT = TypeVar("SettingsT", bound=KafkaSettings)
 
@@ -176,7 +177,9 @@ def build_settings(cls: type[SettingsT], **values: Any) -> SettingsT:
 
 
 def require_broker(bootstrap_servers: str, timeout: float) -> None:
-    """Return once Kafka answers at `bootstrap_servers`; else exit 3 with a clear message."""
+    """Return once Kafka answers at `bootstrap_servers`; else exit 3 with a clear message
+    (exit 2 when the TRACEBUS_KAFKA_* security settings are invalid)."""
+    build_settings(KafkaSecurity)
 
     async def wait() -> None:
         # wait_for_broker checks its deadline between attempts; bound a hanging connect too.
@@ -184,6 +187,8 @@ def require_broker(bootstrap_servers: str, timeout: float) -> None:
 
     try:
         asyncio.run(wait())
+    except KafkaAuthenticationError as error:
+        fail(f"{error} (TRACEBUS_KAFKA_SASL_* settings)", ExitCode.USAGE)
     except (TimeoutError, KafkaError, OSError):
         fail(
             f"no Kafka broker answers at {safe_servers(bootstrap_servers)} "

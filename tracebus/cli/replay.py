@@ -30,6 +30,7 @@ from tracebus.cli.common import (
     require_broker,
 )
 from tracebus.cli.sink import Destination, deliveries_from_environment, delivery_runtimes
+from tracebus.kafka.connection import kafka_options
 from tracebus.ops.topic_reader import offset_bounds
 from tracebus.sinks.runtime import DeliveryRuntime, ReplayRange, run_together
 from tracebus.sinks.settings import SinkSettings
@@ -59,7 +60,7 @@ async def replay_range(
     to_offset: int | None,
 ) -> ReplayRange:
     """Per partition: where the range starts and where it ends (exclusive)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_options(bootstrap_servers), enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]

@@ -47,6 +47,7 @@ from tracebus.cli.supervisor import Child, Supervisor
 from tracebus.demo import DemoStats, run_demo
 from tracebus.kafka import EmbeddedBroker
 from tracebus.kafka.broker import free_port
+from tracebus.kafka.connection import KafkaSecurity, kafka_options
 from tracebus.ops.scrape import WORKER_METRICS, Snapshot, scrape
 from tracebus.ops.topic_reader import FETCH_WAIT_MS, offset_bounds
 from tracebus.producers import Client, ProducerSettings
@@ -85,7 +86,7 @@ class Probe:
         consumer = self._consumers.get(topic)
         if consumer is None:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._servers,
+                **kafka_options(self._servers),
                 client_id="tracebus-up",
                 enable_auto_commit=False,
                 # A fetch waiting at the end for new records delays the next count by as long.
@@ -405,6 +406,12 @@ def up(
         dead_letter_topic=dead_letter_topic,
         partitions=partitions,
     )
+    if build_settings(KafkaSecurity).security_protocol != "PLAINTEXT":
+        fail(
+            "tracebus up runs a local broker without TLS or SASL: unset the TRACEBUS_KAFKA_* "
+            "security settings (they are for your Kafka cluster)",
+            ExitCode.USAGE,
+        )
     if gateway_port and _port_taken(gateway_port):
         fail(
             f"port {gateway_port} on {LOCALHOST} is already in use: choose another one for the "

@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError
 
 from tracebus.gateway.protocol import Caller, GatewayError
 from tracebus.gateway.settings import GatewaySettings
+from tracebus.kafka.connection import kafka_options
 from tracebus.schemas import (
     PROJECT_HEADER,
     EventTooLarge,
@@ -68,7 +69,7 @@ class KafkaPublisher:
         settings = self._settings
         while True:
             producer = AIOKafkaProducer(
-                bootstrap_servers=settings.bootstrap_servers,
+                **kafka_options(settings.bootstrap_servers),
                 client_id="tracebus-gateway",
                 acks="all",
                 compression_type="lz4",

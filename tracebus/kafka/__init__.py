@@ -3,6 +3,7 @@ leaving consumer groups (`groups`)."""
 
 from tracebus.kafka.broker import BrokerError, EmbeddedBroker
 from tracebus.kafka.topics import (
+    KafkaAuthenticationError,
     TopicCreationError,
     create_topics,
     delete_topics,
@@ -13,6 +14,7 @@ from tracebus.kafka.topics import (
 __all__ = [
     "BrokerError",
     "EmbeddedBroker",
+    "KafkaAuthenticationError",
     "TopicCreationError",
     "create_topics",
     "delete_topics",

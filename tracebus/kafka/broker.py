@@ -121,7 +121,8 @@ class EmbeddedBroker:
             raise
 
     async def _ready(self, timeout: float) -> None:
-        waiter = asyncio.ensure_future(wait_for_broker(self.bootstrap_servers, timeout))
+        # Through the advertised address: where clients will go after their bootstrap.
+        waiter = asyncio.ensure_future(wait_for_broker(self.advertised, timeout))
         while not waiter.done():
             if self._process is not None and self._process.poll() is not None:
                 waiter.cancel()
@@ -135,7 +136,7 @@ class EmbeddedBroker:
         except TimeoutError as error:
             raise BrokerError(f"{error}; broker log: {self.log_tail()}") from None
         if self.topics:
-            await create_topics(self.bootstrap_servers, self.topics)
+            await create_topics(self.advertised, self.topics)
 
     def log_tail(self, lines: int = 5) -> str:
         if self._log_path is None or not self._log_path.exists():

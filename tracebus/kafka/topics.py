@@ -8,7 +8,17 @@ import time
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+)
+
+from tracebus.kafka.connection import kafka_options
 
 
 @dataclass(frozen=True)
@@ -19,13 +29,35 @@ class TopicInfo:
     replicas: int | None = None
 
 
+class KafkaAuthenticationError(ConnectionError):
+    """The broker answers, but refuses this process's SASL credentials or mechanism."""
+
+
+# Retrying them gains nothing: the same credentials are refused again.
+_REFUSED_CREDENTIALS = (
+    AuthenticationFailedError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+
+
 async def _accepts_connections(bootstrap_servers: str) -> bool:
+    """Whether the first server takes a connection as this process makes them (TLS, SASL);
+    KafkaAuthenticationError when it refuses the credentials."""
     host, _, port = bootstrap_servers.split(",")[0].rpartition(":")
+    options = kafka_options(bootstrap_servers)
+    del options["bootstrap_servers"]
     try:
-        _, writer = await asyncio.open_connection(host or "127.0.0.1", int(port))
-    except OSError:
+        connection = await create_conn(
+            host or "127.0.0.1", int(port), request_timeout_ms=2000, **options
+        )
+    except _REFUSED_CREDENTIALS as error:
+        raise KafkaAuthenticationError(
+            f"Kafka at {bootstrap_servers} refused the credentials: {error}"
+        ) from None
+    except (KafkaError, OSError, TimeoutError):
         return False
-    writer.close()
+    connection.close()
     return True
 
 
@@ -35,10 +67,11 @@ async def wait_for_broker(bootstrap_servers: str, timeout: float) -> None:
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         if not await _accepts_connections(bootstrap_servers):
-            # Probing the port first keeps the Kafka client from logging every refused attempt.
+            # Probing one connection first keeps the Kafka client from logging every refused
+            # attempt, and tells refused credentials from a broker not up yet.
             await asyncio.sleep(0.05)
             continue
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=2000)
+        admin = AIOKafkaAdminClient(**kafka_options(bootstrap_servers), request_timeout_ms=2000)
         try:
             await admin.start()
             await admin.describe_cluster()
@@ -62,7 +95,7 @@ async def create_topics(
 ) -> list[str]:
     """Create the missing topics; returns the names created. Existing topics are left alone.
     Raises TopicCreationError with the broker's reasons (e.g. more replicas than brokers)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_options(bootstrap_servers))
     try:
         await admin.start()
         existing = set(await admin.list_topics())
@@ -92,7 +125,7 @@ async def create_topics(
 
 async def describe_topics(bootstrap_servers: str, names: list[str]) -> list[TopicInfo]:
     """Partition count and status of each topic, in the order given; missing ones included."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_options(bootstrap_servers))
     try:
         await admin.start()
         # List first: a metadata request naming a missing topic makes brokers with
@@ -118,7 +151,7 @@ async def describe_topics(bootstrap_servers: str, names: list[str]) -> list[Topi
 
 async def delete_topics(bootstrap_servers: str, names: list[str]) -> None:
     """Delete the topics; raises KafkaError when the broker refuses one."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_options(bootstrap_servers))
     try:
         await admin.start()
         response = await admin.delete_topics(names)

@@ -21,6 +21,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from tracebus.kafka import create_topics
+from tracebus.kafka.connection import kafka_options
 from tracebus.schemas import (
     DEFAULT_MAX_RECORD_BYTES,
     PROJECT_HEADER,
@@ -168,7 +169,7 @@ async def load(
     await create_topics(bootstrap_servers, {topic: partitions})
     wanted = selection.lines()
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers,
+        **kafka_options(bootstrap_servers),
         acks="all",
         client_id="tracebus-backfill",
         linger_ms=20,

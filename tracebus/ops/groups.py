@@ -12,6 +12,7 @@ from aiokafka.errors import KafkaError
 
 from tracebus.config import KafkaSettings
 from tracebus.kafka import describe_topics
+from tracebus.kafka.connection import kafka_options
 from tracebus.ops.topic_reader import FETCH_WAIT_MS, OffsetBounds, offset_bounds
 
 SINK_GROUP_PREFIX = "tracebus-sink-"
@@ -22,7 +23,7 @@ OTHER_ROLE = "other"
 
 @contextlib.asynccontextmanager
 async def admin_client(bootstrap_servers: str) -> AsyncIterator[AIOKafkaAdminClient]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="tracebus-ops")
+    admin = AIOKafkaAdminClient(**kafka_options(bootstrap_servers), client_id="tracebus-ops")
     await admin.start()
     try:
         yield admin
@@ -128,7 +129,7 @@ async def _topic_bounds(
     if not partitions:
         return {}
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
+        **kafka_options(bootstrap_servers),
         client_id="tracebus-ops",
         enable_auto_commit=False,
         fetch_max_wait_ms=FETCH_WAIT_MS,

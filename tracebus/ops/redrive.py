@@ -24,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from tracebus.config import KafkaSettings
+from tracebus.kafka.connection import kafka_options
 from tracebus.ops.deadletters import (
     ONLY_SINK_HEADER,
     PUBLISH_STAGE,
@@ -216,7 +217,7 @@ class _Progress:
     async def _committer(self, stage: str) -> AIOKafkaConsumer:
         if stage not in self._committers:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap_servers,
+                **kafka_options(self._bootstrap_servers),
                 group_id=progress_group(self._request.progress_group, stage),
                 client_id="tracebus-dlq-redrive",
                 enable_auto_commit=False,
@@ -324,7 +325,7 @@ async def redrive_dead_letters(
         producer = None
         if not request.dry_run:
             producer = AIOKafkaProducer(
-                bootstrap_servers=servers, acks="all", client_id="tracebus-dlq-redrive"
+                **kafka_options(servers), acks="all", client_id="tracebus-dlq-redrive"
             )
         redriver = _Redriver(settings, request, target_partitions, progress, producer)
         try:

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from tracebus.kafka import describe_topics
+from tracebus.kafka.connection import kafka_options
 
 _POLL_MS = 200
 _BATCH = 500
@@ -87,7 +88,7 @@ class TopicReader:
         count = await partition_count(self.bootstrap_servers, self.topic)
         self.partitions = [TopicPartition(self.topic, p) for p in range(count)]
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
+            **kafka_options(self.bootstrap_servers),
             client_id="tracebus-ops",
             enable_auto_commit=False,
             auto_offset_reset="earliest",

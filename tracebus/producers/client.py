@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tracebus.kafka.connection import kafka_options
 from tracebus.producers.buffer import EventBuffer
 from tracebus.producers.context import current
 from tracebus.producers.observation import (
@@ -82,6 +83,8 @@ class Client:
         **overrides: Any,
     ) -> None:
         self.settings = settings or ProducerSettings(**overrides)
+        # Read now: a mistake in TRACEBUS_KAFKA_* shows where the app makes its client.
+        self._kafka_options = kafka_options(self.settings.bootstrap_servers)
         self.redact = redact
         self._limits = self.settings.limits
         self._sample_bound = int(self.settings.sample_rate * 2**64)
@@ -416,7 +419,13 @@ class Client:
     # -- delivery ------------------------------------------------------------------------------
 
     def _new_sender(self) -> KafkaSender:
-        return KafkaSender(self.settings, self._buffer, self._snapshot_open, self._notify_round)
+        return KafkaSender(
+            self.settings,
+            self._kafka_options,
+            self._buffer,
+            self._snapshot_open,
+            self._notify_round,
+        )
 
     def _start_sender(self) -> None:
         with self._lock:

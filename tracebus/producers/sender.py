@@ -27,11 +27,13 @@ class KafkaSender:
     def __init__(
         self,
         settings: ProducerSettings,
+        kafka: dict[str, Any],
         buffer: EventBuffer,
         snapshot: Callable[[Any], bytes | None],
         on_round: Callable[[], None],
     ) -> None:
         self._settings = settings
+        self._kafka = kafka  # `kafka_options`: the servers, encryption and authentication
         self._buffer = buffer
         self._snapshot = snapshot
         self._on_round = on_round
@@ -110,7 +112,7 @@ class KafkaSender:
     async def _connect(self) -> AIOKafkaProducer | None:
         settings = self._settings
         producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers,
+            **self._kafka,
             client_id="tracebus-producer",
             acks="all" if settings.acks == "all" else 1,
             compression_type=None if settings.compression == "none" else settings.compression,

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from tracebus.kafka.connection import kafka_options
 from tracebus.kafka.groups import leave_on_stop
 from tracebus.kafka.settings import FETCH_MAX_WAIT_MS
 from tracebus.observability import Heartbeat
@@ -142,7 +143,7 @@ class DeliveryRuntime:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
+            **kafka_options(s.bootstrap_servers),
             group_id=self.group,
             client_id=f"tracebus-sink-{self.exporter.name}",
             enable_auto_commit=False,
@@ -153,7 +154,7 @@ class DeliveryRuntime:
             max_poll_records=s.batch_max_traces * 2,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
-        self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
+        self._producer = AIOKafkaProducer(**kafka_options(s.bootstrap_servers), acks="all")
         await self._producer.start()
         if self.replay is None and self.route.project is not None:
             await self._start_where_the_sink_is()
@@ -188,7 +189,7 @@ class DeliveryRuntime:
         s = self.settings
         sink_group = s.group(self.exporter.name)
         seeder = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
+            **kafka_options(s.bootstrap_servers),
             group_id=self.group,
             client_id=f"tracebus-sink-{self.exporter.name}",
             enable_auto_commit=False,

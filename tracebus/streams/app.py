@@ -56,6 +56,7 @@ from aiokafka.structs import RecordMetadata
 from faust.exceptions import NotReady
 from faust.types import TP
 
+from tracebus.kafka.connection import KafkaSecurity
 from tracebus.observability import Heartbeat
 from tracebus.ops.deadletters import (
     PUBLISH_STAGE,
@@ -908,6 +909,7 @@ def faust_app(settings: StreamSettings) -> faust.App:
         stream_buffer_maxsize=_STREAM_BUFFER_RECORDS,
         key_serializer="raw",
         value_serializer="raw",
+        broker_credentials=KafkaSecurity().faust_credentials(),
     )
     app.transport = StreamTransport(app.conf.broker_consumer, app)
     app.transport.first_topics = frozenset([control_topic(settings)])

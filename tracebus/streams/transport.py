@@ -46,6 +46,7 @@ from faust.transport.consumer import RecordMap
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from tracebus.kafka.connection import kafka_options
 from tracebus.kafka.groups import leave_on_stop
 from tracebus.kafka.settings import FETCH_MAX_WAIT_MS
 from tracebus.ops.topic_reader import offset_bounds
@@ -135,7 +136,7 @@ class StreamConsumer(faust_aiokafka.Consumer):
         """A group-less consumer of its own: the group's one belongs to Faust's thread."""
         transport = self.transport
         servers = faust_aiokafka.server_list(transport.url, transport.default_port)
-        probe = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
+        probe = AIOKafkaConsumer(**kafka_options(servers), enable_auto_commit=False)
         await probe.start()
         try:
             yield probe
