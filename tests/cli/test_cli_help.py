@@ -18,6 +18,7 @@ def test_top_level_help_lists_every_command_with_an_example_and_the_exit_codes()
     for code in ("0 ok", "1 check failed", "2 usage", "3 Kafka broker unreachable", "5 a worker"):
         assert code in result.output
     assert "TRACEBUS_LOG_LEVEL" in result.output
+    assert "TRACEBUS_KAFKA_SECURITY_PROTOCOL" in result.output
 
 
 def test_no_arguments_shows_help() -> None:

@@ -51,7 +51,10 @@ EXIT_CODES_HELP = (
     "2 usage, configuration or broker start-up error · 3 Kafka broker unreachable · "
     "4 a worker stopped on an error it must not go past (its log says which) · "
     "5 a worker's stop outlasted TRACEBUS_STOP_TIMEOUT_S (it exited as if killed)."
-    "\n\nEvery option marked \\[env var: …] can also be set in that environment variable."
+    "\n\nEvery option marked \\[env var: …] can also be set in that environment variable. "
+    "Kafka with TLS or SASL: TRACEBUS_KAFKA_SECURITY_PROTOCOL (SSL, SASL_SSL, …), "
+    "TRACEBUS_KAFKA_SASL_MECHANISM, _SASL_USERNAME, _SASL_PASSWORD, TRACEBUS_KAFKA_SSL_CAFILE, "
+    "_SSL_CERTFILE, _SSL_KEYFILE."
 )
 
 # soft_wrap: messages stay on one line in logs and pipes; tables still fit the width.
