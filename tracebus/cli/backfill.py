@@ -37,8 +37,10 @@ from tracebus.cli.replay import (
     replay_range,
 )
 from tracebus.cli.sink import (
+    DEFAULT_JSONL_DIR,
     Delivery,
     Destination,
+    JsonlDir,
     deliveries_from_environment,
     delivery_runtimes,
 )
@@ -80,9 +82,7 @@ def backfill(
             help="Go on with an interrupted backfill from where it stopped: the topic it named.",
         ),
     ] = None,
-    out: Annotated[
-        Path, typer.Option(envvar="TRACEBUS_JSONL_DIR", help="jsonl: directory of the files.")
-    ] = Path("tracebus-data/traces"),
+    out: JsonlDir = DEFAULT_JSONL_DIR,
     bootstrap_servers: BootstrapServers = DEFAULT_BOOTSTRAP_SERVERS,
     traces_topic: TracesTopic = DEFAULT_TRACES_TOPIC,
     dead_letter_topic: DeadLetterTopic = DEFAULT_DEAD_LETTER_TOPIC,

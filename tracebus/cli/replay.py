@@ -6,7 +6,6 @@ import asyncio
 import re
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -29,7 +28,13 @@ from tracebus.cli.common import (
     progress_bar,
     require_broker,
 )
-from tracebus.cli.sink import Destination, deliveries_from_environment, delivery_runtimes
+from tracebus.cli.sink import (
+    DEFAULT_JSONL_DIR,
+    Destination,
+    JsonlDir,
+    deliveries_from_environment,
+    delivery_runtimes,
+)
 from tracebus.kafka.connection import kafka_options
 from tracebus.ops.topic_reader import offset_bounds
 from tracebus.sinks.runtime import DeliveryRuntime, ReplayRange, run_together
@@ -123,9 +128,7 @@ def replay(
             "destination's own (after an outage of that project's destination alone).",
         ),
     ] = None,
-    out: Annotated[
-        Path, typer.Option(envvar="TRACEBUS_JSONL_DIR", help="jsonl: directory of the files.")
-    ] = Path("tracebus-data/traces"),
+    out: JsonlDir = DEFAULT_JSONL_DIR,
     bootstrap_servers: BootstrapServers = DEFAULT_BOOTSTRAP_SERVERS,
     traces_topic: TracesTopic = DEFAULT_TRACES_TOPIC,
     dead_letter_topic: DeadLetterTopic = DEFAULT_DEAD_LETTER_TOPIC,

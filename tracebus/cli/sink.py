@@ -59,15 +59,18 @@ def _option(envvar: str, help: str) -> typer.models.OptionInfo:
     return typer.Option(envvar=envvar, help=help, rich_help_panel=DESTINATION_PANEL)
 
 
+# The jsonl destination's directory: for `sink jsonl`, and for a replay or backfill to it.
+JsonlDir = Annotated[Path, _option("TRACEBUS_JSONL_DIR", "jsonl: directory of the rotated files.")]
+DEFAULT_JSONL_DIR = Path("tracebus-data/traces")
+
+
 def sink(
     destination: Annotated[Destination, typer.Argument(help="Where to deliver traces.")],
     bootstrap_servers: BootstrapServers = DEFAULT_BOOTSTRAP_SERVERS,
     traces_topic: TracesTopic = DEFAULT_TRACES_TOPIC,
     dead_letter_topic: DeadLetterTopic = DEFAULT_DEAD_LETTER_TOPIC,
     timeout: Timeout = DEFAULT_TIMEOUT,
-    out: Annotated[
-        Path, _option("TRACEBUS_JSONL_DIR", "jsonl: directory of the rotated files.")
-    ] = Path("tracebus-data/traces"),
+    out: JsonlDir = DEFAULT_JSONL_DIR,
     langfuse_host: Annotated[
         str, _option("TRACEBUS_LANGFUSE_HOST", "Langfuse base URL.")
     ] = DEFAULT_LANGFUSE_HOST,
