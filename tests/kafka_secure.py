@@ -1,6 +1,6 @@
 """A strict front for a broker without TLS or SASL, as managed Kafka serves them: it takes TLS
 connections only, and lets a connection's requests through only once it has authenticated
-with SASL PLAIN or SCRAM-SHA-512 (RFC 5802), as Kafka does: before that, only ApiVersions,
+with SASL PLAIN or SCRAM-SHA-256/512 (RFC 5802/7677), as Kafka does: before that, only ApiVersions,
 SaslHandshake and SaslAuthenticate; anything else, or a wrong password, closes it.
 
 The broker behind must advertise the front's address (`EmbeddedBroker(advertised=...)`), so
@@ -27,7 +27,7 @@ _API_VERSIONS, _SASL_HANDSHAKE, _SASL_AUTHENTICATE = 18, 17, 36
 _REQUEST_HEADER = struct.Struct(">hhih")  # api key, version, correlation id, client id length
 _SIZE = struct.Struct(">i")
 _ILLEGAL_SASL_STATE, _UNSUPPORTED_MECHANISM, _AUTHENTICATION_FAILED = 34, 33, 58
-MECHANISMS = ("PLAIN", "SCRAM-SHA-512")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _ITERATIONS = 4096
 
 
@@ -127,7 +127,7 @@ class SecureFront:
                 if mechanism == "PLAIN":
                     outcome: bytes | bool = self._plain(token.sasl_auth_bytes)
                 else:
-                    scram = scram or _Scram(self._users)
+                    scram = scram or _Scram(self._users, mechanism.removeprefix("SCRAM-"))
                     outcome = scram.step(token.sasl_auth_bytes)
                 response = getattr(admin, f"SaslAuthenticateResponse_v{version}")
                 extra = [0] if version == 1 else []
@@ -149,11 +149,12 @@ class SecureFront:
 
 
 class _Scram:
-    """The server side of SCRAM-SHA-512: a first message answered with a challenge, a final
-    one with the server's signature once the client's proof holds."""
+    """The server side of SCRAM with `hash` ("SHA-256", "SHA-512"): a first message answered
+    with a challenge, a final one with the server's signature once the client's proof holds."""
 
-    def __init__(self, users: dict[str, str]) -> None:
+    def __init__(self, users: dict[str, str], hash: str) -> None:
         self._users = users
+        self._hash = hash.replace("-", "").lower()
         self._salt = os.urandom(16)
         self.done = False
         self._first_bare = self._server_first = ""
@@ -167,25 +168,26 @@ class _Scram:
             password = self._users.get(fields["n"])
             if password is None:
                 return False
-            self._salted = hashlib.pbkdf2_hmac("sha512", password.encode(), self._salt, _ITERATIONS)
+            self._salted = hashlib.pbkdf2_hmac(
+                self._hash, password.encode(), self._salt, _ITERATIONS
+            )
             nonce = fields["r"] + base64.b64encode(os.urandom(18)).decode()
             salt = base64.b64encode(self._salt).decode()
             self._server_first = f"r={nonce},s={salt},i={_ITERATIONS}"
             return self._server_first.encode()
         without_proof, _, proof = text.rpartition(",p=")
         auth_message = f"{self._first_bare},{self._server_first},{without_proof}".encode()
-        client_key = _hmac(self._salted, b"Client Key")
-        signature = _hmac(hashlib.sha512(client_key).digest(), auth_message)
+        client_key = self._hmac(self._salted, b"Client Key")
+        signature = self._hmac(hashlib.new(self._hash, client_key).digest(), auth_message)
         recovered = bytes(a ^ b for a, b in zip(base64.b64decode(proof), signature, strict=True))
         if not hmac.compare_digest(recovered, client_key):
             return False
         self.done = True
-        server_signature = _hmac(_hmac(self._salted, b"Server Key"), auth_message)
+        server_signature = self._hmac(self._hmac(self._salted, b"Server Key"), auth_message)
         return b"v=" + base64.b64encode(server_signature)
 
-
-def _hmac(key: bytes, message: bytes) -> bytes:
-    return hmac.new(key, message, hashlib.sha512).digest()
+    def _hmac(self, key: bytes, message: bytes) -> bytes:
+        return hmac.new(key, message, self._hash).digest()
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> bytes:

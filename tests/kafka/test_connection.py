@@ -9,10 +9,13 @@ import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import trustme
 from cli.cli_helpers import run_cli
 from conftest import eventually, fresh_settings
+from gateway.gateway_helpers import API_KEY, GatewayProcess
+from gateway.otlp_requests import export, span
 from kafka_secure import SecureFront
 from pydantic import ValidationError
 from sink_helpers import SinkProcess
@@ -24,6 +27,7 @@ from tracebus.config import KafkaSettings
 from tracebus.kafka import EmbeddedBroker
 from tracebus.kafka.broker import free_port
 from tracebus.kafka.connection import KafkaSecurity
+from tracebus.schemas import new_trace_id
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -70,8 +74,8 @@ def secure_settings(
     return fresh_settings(front.address)
 
 
-@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "PLAIN"])
-def test_traces_go_from_the_sdk_through_the_stream_to_a_sink_over_tls_and_sasl(
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])
+def test_traces_go_from_the_sdk_and_the_gateway_through_the_stream_to_a_sink_over_tls_and_sasl(
     secure: tuple[SecureFront, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -84,24 +88,32 @@ def test_traces_go_from_the_sdk_through_the_stream_to_a_sink_over_tls_and_sasl(
     out = tmp_path / "out"
     stream = WorkerProcess(settings, tmp_path, **env)
     sink = SinkProcess("jsonl", settings, tmp_path, TRACEBUS_JSONL_DIR=str(out), **env)
+    gateway = GatewayProcess(settings, tmp_path, **env)
     client = tracebus.Client(**settings.model_dump(), linger_ms=5)
     try:
-        trace_id = send_trace(client, "over-tls")
+        from_sdk = send_trace(client, "over-tls")
+        from_gateway = new_trace_id()
+        otlp = export(span(trace_id=from_gateway)).SerializeToString()
+        headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {API_KEY}"}
+        sent = httpx.post(f"{gateway.url}/v1/traces", content=otlp, headers=headers)
+        assert sent.status_code == 200, sent.text
 
         def written() -> set[str]:
             lines = [line for f in out.glob("*.jsonl") for line in f.read_text().splitlines()]
             return {json.loads(line)["trace_id"] for line in lines}
 
-        eventually(lambda: trace_id in written(), 90, "the trace written by the sink")
+        eventually(lambda: len(written()) == 2, 90, "both traces written by the sink")
         status = run_cli("status", "-b", front.address, "--traces-topic", settings.traces_topic)
     finally:
         client.close()
-        codes = [stream.stop(), sink.stop()]
-    assert codes == [0, 0], [stream.log_tail(), sink.log_tail()]
+        workers = (stream, sink, gateway)
+        codes = [worker.stop() for worker in workers]
+    assert codes == [0, 0, 0], [worker.log_tail() for worker in workers]
+    assert written() == {from_sdk, from_gateway}
     assert status.exit_code == 0, status.output
     assert front.authenticated[mechanism] > before
     assert front.refused == 0
-    for worker in (stream, sink):
+    for worker in workers:
         assert PASSWORD not in worker.log_path.read_text()
 
 
