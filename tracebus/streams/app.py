@@ -916,9 +916,10 @@ def faust_app(settings: StreamSettings) -> faust.App:
     return app
 
 
-class _BoundedStopWorker(faust.Worker):  # type: ignore[misc]
+class Worker(faust.Worker):  # type: ignore[misc]
     """A Faust worker whose stop, however it begins (a signal, a crash, a refused write), ends
-    the process by `deadline` (`tracebus/stopping.py`)."""
+    the process by `deadline` (`tracebus/stopping.py`). Named as Faust's own, so that its log
+    lines read as they always have ("[^Worker]: Ready")."""
 
     def __init__(self, app: faust.App, deadline: StopDeadline, **options: Any) -> None:
         super().__init__(app, **options)
@@ -934,7 +935,7 @@ def run_worker(app: faust.App, deadline: StopDeadline) -> int:
     `faust worker` would end with, and 1 for a refused write. A stop that outlasts `deadline`
     exits the process with the deadline's code instead. Logging stays as the process set it
     up (the CLI's one line per record), not Faust's."""
-    faust_worker = _BoundedStopWorker(app, deadline, quiet=True, override_logging=False)
+    faust_worker = Worker(app, deadline, quiet=True, override_logging=False)
     # Faust's spinner sets the root logger to DEBUG, which costs ~9% CPU in log records.
     faust_worker.spinner = None
     try:
