@@ -18,6 +18,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -33,7 +34,7 @@ from tracebus.config import KafkaSettings
 from tracebus.kafka import KafkaAuthenticationError, wait_for_broker
 from tracebus.kafka.connection import KafkaSecurity
 
-SettingsT = TypeVar("SettingsT", bound=KafkaSettings)
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
 class ExitCode(IntEnum):
