@@ -165,3 +165,9 @@ def test_the_sdk_refuses_incomplete_security_settings_where_the_app_makes_its_cl
     monkeypatch.setenv("TRACEBUS_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     with pytest.raises(ValidationError, match="needs TRACEBUS_KAFKA_SASL_USERNAME"):
         tracebus.Client(bootstrap_servers="127.0.0.1:1")
+
+
+def test_a_refused_setting_does_not_show_the_password_the_app_may_log() -> None:
+    with pytest.raises(ValidationError) as refused:
+        KafkaSecurity(sasl_username="u", sasl_password="hunter2")
+    assert "hunter2" not in str(refused.value)

@@ -25,7 +25,10 @@ Mechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 class KafkaSecurity(BaseSettings):
     """Encryption and authentication of the connections to Kafka (TRACEBUS_KAFKA_*)."""
 
-    model_config = SettingsConfigDict(env_prefix="TRACEBUS_KAFKA_", extra="ignore")
+    # An error must not show the input: it holds the password, and an app may log the error.
+    model_config = SettingsConfigDict(
+        env_prefix="TRACEBUS_KAFKA_", extra="ignore", hide_input_in_errors=True
+    )
 
     security_protocol: Protocol = "PLAINTEXT"
     sasl_mechanism: Mechanism = "PLAIN"
