@@ -12,6 +12,7 @@ with tb.trace("chat", user_id="u-1", session_id="s-1") as root:
 def search(query: str) -> list[str]: ...
 """
 
+from tracebus.kafka.connection import KafkaSecurity
 from tracebus.producers import (
     Client,
     Observation,
@@ -26,6 +27,7 @@ from tracebus.producers import (
 
 __all__ = [
     "Client",
+    "KafkaSecurity",
     "Observation",
     "ProducerCounters",
     "ProducerSettings",

@@ -117,6 +117,31 @@ def test_traces_go_from_the_sdk_and_the_gateway_through_the_stream_to_a_sink_ove
         assert PASSWORD not in worker.log_path.read_text()
 
 
+def test_an_app_can_give_its_client_the_security_settings_instead_of_the_environment(
+    secure: tuple[SecureFront, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Constructor arguments win over TRACEBUS_* variables, as for every SDK setting."""
+    front, ca_file = secure
+    settings = secure_settings(front, security_env(ca_file, "SCRAM-SHA-256"), monkeypatch)
+    for name in security_env(ca_file, "PLAIN"):
+        monkeypatch.delenv(name)
+    before = front.authenticated["SCRAM-SHA-256"]
+    security = tracebus.KafkaSecurity(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_username=USER,
+        sasl_password=PASSWORD,
+        ssl_cafile=ca_file,
+    )
+    client = tracebus.Client(**settings.model_dump(), security=security, linger_ms=5)
+    try:
+        send_trace(client, "configured-in-code")  # waits until the broker acknowledged it
+    finally:
+        client.close()
+    assert front.authenticated["SCRAM-SHA-256"] > before
+    assert client.counters.dropped == 0
+
+
 def test_a_wrong_password_is_said_to_be_one(
     secure: tuple[SecureFront, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

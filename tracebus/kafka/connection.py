@@ -2,8 +2,9 @@
 
 Managed Kafka (Confluent Cloud, Amazon MSK, Aiven, Redpanda Cloud) takes only TLS, and
 usually SASL on top. One process talks to one cluster, so the security settings are the
-process's own, from TRACEBUS_KAFKA_* variables, and `kafka_options` hands them to each client
-with its servers: the workers', the producer SDK's, and the operating commands'.
+process's own, from TRACEBUS_KAFKA_* variables (an app may give its SDK client others), and
+`kafka_options` hands them to each client with its servers: the workers', the producer SDK's,
+and the operating commands'.
 """
 
 from __future__ import annotations
@@ -102,8 +103,10 @@ class KafkaSecurity(BaseSettings):
         return None if context is None else faust.SSLCredentials(context)
 
 
-def kafka_options(bootstrap_servers: str) -> dict[str, Any]:
-    """What a Kafka client of this process is made with: `bootstrap_servers`, and the
-    process's encryption and authentication (a pydantic ValidationError says what is wrong
-    with them)."""
-    return {"bootstrap_servers": bootstrap_servers, **KafkaSecurity().client_options()}
+def kafka_options(bootstrap_servers: str, security: KafkaSecurity | None = None) -> dict[str, Any]:
+    """What a Kafka client is made with: `bootstrap_servers`, and `security`, by default the
+    process's (a pydantic ValidationError says what is wrong with them)."""
+    return {
+        "bootstrap_servers": bootstrap_servers,
+        **(security or KafkaSecurity()).client_options(),
+    }

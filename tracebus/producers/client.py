@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tracebus.kafka.connection import kafka_options
+from tracebus.kafka.connection import KafkaSecurity, kafka_options
 from tracebus.producers.buffer import EventBuffer
 from tracebus.producers.context import current
 from tracebus.producers.observation import (
@@ -80,11 +80,13 @@ class Client:
         settings: ProducerSettings | None = None,
         *,
         redact: Redactor | None = None,
+        security: KafkaSecurity | None = None,
         **overrides: Any,
     ) -> None:
         self.settings = settings or ProducerSettings(**overrides)
-        # Read now: a mistake in TRACEBUS_KAFKA_* shows where the app makes its client.
-        self._kafka_options = kafka_options(self.settings.bootstrap_servers)
+        # Read now (TRACEBUS_KAFKA_* unless `security` is given): a mistake in them shows
+        # where the app makes its client.
+        self._kafka_options = kafka_options(self.settings.bootstrap_servers, security)
         self.redact = redact
         self._limits = self.settings.limits
         self._sample_bound = int(self.settings.sample_rate * 2**64)
