@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
@@ -41,15 +42,15 @@ _REFUSED_CREDENTIALS = (
 )
 
 
-async def _accepts_connections(bootstrap_servers: str) -> bool:
-    """Whether the first server takes a connection as this process makes them (TLS, SASL);
-    KafkaAuthenticationError when it refuses the credentials."""
+async def _accepts_connections(options: dict[str, Any]) -> bool:
+    """Whether the first server takes a connection made with `options` (`kafka_options`: TLS,
+    SASL); KafkaAuthenticationError when it refuses the credentials."""
+    bootstrap_servers, security = options["bootstrap_servers"], dict(options)
+    del security["bootstrap_servers"]
     host, _, port = bootstrap_servers.split(",")[0].rpartition(":")
-    options = kafka_options(bootstrap_servers)
-    del options["bootstrap_servers"]
     try:
         connection = await create_conn(
-            host or "127.0.0.1", int(port), request_timeout_ms=2000, **options
+            host or "127.0.0.1", int(port), request_timeout_ms=2000, **security
         )
     except _REFUSED_CREDENTIALS as error:
         raise KafkaAuthenticationError(
@@ -65,13 +66,15 @@ async def wait_for_broker(bootstrap_servers: str, timeout: float) -> None:
     """Return once the broker answers a metadata request; TimeoutError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
+    # Once: the security settings are read and the TLS context loaded for every attempt alike.
+    options = kafka_options(bootstrap_servers)
     while time.monotonic() < deadline:
-        if not await _accepts_connections(bootstrap_servers):
+        if not await _accepts_connections(options):
             # Probing one connection first keeps the Kafka client from logging every refused
             # attempt, and tells refused credentials from a broker not up yet.
             await asyncio.sleep(0.05)
             continue
-        admin = AIOKafkaAdminClient(**kafka_options(bootstrap_servers), request_timeout_ms=2000)
+        admin = AIOKafkaAdminClient(**options, request_timeout_ms=2000)
         try:
             await admin.start()
             await admin.describe_cluster()
