@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from standins.langfuse import LangfuseStandIn
 from typer.testing import CliRunner, Result
 
 from tracebus.cli.main import app
@@ -153,3 +154,26 @@ def kafka_options(settings: Any) -> list[str]:
         "--partitions",
         str(settings.partitions),
     ]
+
+
+# One trace per request, one request at a time, and a short drain: an interrupt
+# then lands between deliveries that are easy to count.
+ONE_DELIVERY_AT_A_TIME = {
+    "TRACEBUS_BATCH_MAX_TRACES": "1",
+    "TRACEBUS_MAX_IN_FLIGHT": "1",
+    "TRACEBUS_DRAIN_TIMEOUT_S": "1",
+}
+
+
+def interrupted_mid_delivery(
+    standin: LangfuseStandIn, delivered: int, *args: str, env: dict[str, str]
+) -> tuple[int, str]:
+    """`tracebus ARGS` (with `env` and ONE_DELIVERY_AT_A_TIME) delivering to `standin`, sent
+    SIGTERM once `delivered` spans arrived and the next delivery hangs; its exit code and
+    stderr."""
+    with cli_process(*args, env={**env, **ONE_DELIVERY_AT_A_TIME}) as run:
+        poll(lambda: len(standin.spans) >= delivered, 60, "deliveries", run)
+        standin.hang_next()
+        poll(lambda: standin.held == 1, 30, "a delivery in flight", run)
+        code, _, stderr = stop(run)
+    return code, stderr

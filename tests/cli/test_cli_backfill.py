@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
-from cli_helpers import cli_process, poll, stop
+from cli_helpers import interrupted_mid_delivery
 from conftest import fresh_settings
 from sink_helpers import START, document, of_project, project_standins
 from standins.langfuse import LangfuseStandIn
@@ -149,18 +149,11 @@ def test_an_interrupted_backfill_resumes_where_it_stopped(
     documents = [document(f"t-{i}") for i in range(500)]
     archive = tmp_path / "traces.jsonl"
     archive.write_bytes(b"".join(map(line, documents)))
-    one_at_a_time = {
-        "TRACEBUS_BATCH_MAX_TRACES": "1",
-        "TRACEBUS_MAX_IN_FLIGHT": "1",
-        "TRACEBUS_DRAIN_TIMEOUT_S": "1",
-    }
     with LangfuseStandIn("pk-lf-test", "sk-lf-test") as standin:
         env = {**settings.worker_env(), "TRACEBUS_LANGFUSE_HOST": standin.url, **KEYS}
-        with cli_process("backfill", "langfuse", str(archive), env={**env, **one_at_a_time}) as run:
-            poll(lambda: len(standin.spans) >= 20, 60, "deliveries", run)
-            standin.hang_next()
-            poll(lambda: standin.held == 1, 30, "a delivery in flight", run)
-            code, _, stderr = stop(run)
+        code, stderr = interrupted_mid_delivery(
+            standin, 20, "backfill", "langfuse", str(archive), env=env
+        )
         delivered_before = len(standin.spans)
         assert code == 130, stderr
         [topic] = re.findall(r"--resume (\S+)` goes on from there", stderr)

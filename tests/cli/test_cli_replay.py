@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cli_helpers import cli_process, poll, stop
+from cli_helpers import interrupted_mid_delivery
 from conftest import fresh_settings
 from sink_helpers import document, of_project, project_standins, publish
 from standins.langfuse import LangfuseStandIn
@@ -115,24 +115,16 @@ def test_an_interrupted_replay_commits_what_it_delivered_and_says_so(
 ) -> None:
     settings = fresh_settings(broker.bootstrap_servers)
     publish(settings, [document(f"t-{i}") for i in range(300)])
-    one_at_a_time = {
-        "TRACEBUS_BATCH_MAX_TRACES": "1",
-        "TRACEBUS_MAX_IN_FLIGHT": "1",
-        "TRACEBUS_DRAIN_TIMEOUT_S": "1",
-    }
     with LangfuseStandIn("pk-lf-test", "sk-lf-test") as standin:
         env = {
             **settings.worker_env(),
             "TRACEBUS_LANGFUSE_HOST": standin.url,
             "TRACEBUS_LANGFUSE_PUBLIC_KEY": "pk-lf-test",
             "TRACEBUS_LANGFUSE_SECRET_KEY": "sk-lf-test",
-            **one_at_a_time,
         }
-        with cli_process("replay", "langfuse", "--from-offset", "0", env=env) as run:
-            poll(lambda: len(standin.spans) >= 10, 60, "deliveries", run)
-            standin.hang_next()
-            poll(lambda: standin.held == 1, 30, "a delivery in flight", run)
-            code, _, stderr = stop(run)
+        code, stderr = interrupted_mid_delivery(
+            standin, 10, "replay", "langfuse", "--from-offset", "0", env=env
+        )
     assert code == 130, stderr
     said = r"interrupted: \d+ delivered, .* of 300 records; replay the same range again"
     assert re.search(said, stderr), stderr
